@@ -1,0 +1,283 @@
+//! One error type for every framework failure, and the portable form of user errors.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A result whose error is the framework's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the framework itself can fail with.
+///
+/// User errors travel through workflows in their own types (see [`WorkflowError`]); this enum
+/// covers the runtime: configuration, the database, determinism and idempotency checks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is unusable (a malformed URL, an empty app name...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be reached or refused a statement.
+    #[error("database error while {doing}")]
+    Database {
+        /// What the runtime was doing.
+        doing: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The system database was migrated by another SDK to a version we cannot finish.
+    #[error("system database is at DBOS migration {found}; {why}")]
+    Migration {
+        /// The version found in `dbos_migrations`.
+        found: i64,
+        /// What to do about it.
+        why: &'static str,
+    },
+    /// `DBOS::launch` has not been called (or `shutdown` was).
+    #[error("the DBOS runtime is not launched; call DBOS::launch first")]
+    NotLaunched,
+    /// `DBOS::launch` was called twice.
+    #[error("the DBOS runtime is already launched")]
+    AlreadyLaunched,
+    /// Two functions registered under one name.
+    #[error("two workflows are registered as `{name}`: at {first} and at {second}; give one a `name = \"...\"`")]
+    DuplicateName {
+        /// The clashing name.
+        name: String,
+        /// Where the first one is defined.
+        first: String,
+        /// Where the second one is defined.
+        second: String,
+    },
+    /// Recovery or a scheduler found a workflow name this binary does not contain.
+    #[error("workflow `{name}` is not registered in this binary")]
+    NotRegistered {
+        /// The unknown name.
+        name: String,
+    },
+    /// A workflow ID was empty or only whitespace.
+    #[error("invalid workflow id {id:?}: {why}")]
+    InvalidWorkflowId {
+        /// The rejected ID.
+        id: String,
+        /// Why it was rejected.
+        why: &'static str,
+    },
+    /// The ID is taken by a workflow of another function.
+    #[error("workflow id `{id}` belongs to `{existing}`, not to `{requested}`")]
+    WorkflowConflict {
+        /// The contested ID.
+        id: String,
+        /// The function that owns it.
+        existing: String,
+        /// The function that asked for it.
+        requested: String,
+    },
+    /// A resumed workflow took a different path than its recorded history.
+    #[error("workflow `{workflow_id}` is not deterministic: operation {function_id} was recorded as `{recorded}` but the code now runs `{current}`")]
+    NonDeterministic {
+        /// The workflow.
+        workflow_id: String,
+        /// The operation position.
+        function_id: i32,
+        /// The name in the record.
+        recorded: String,
+        /// The name the code reached.
+        current: String,
+    },
+    /// Another execution of this workflow recorded the same operation first.
+    #[error("workflow `{workflow_id}` operation {function_id} was recorded by another execution")]
+    ConcurrentExecution {
+        /// The workflow.
+        workflow_id: String,
+        /// The operation position.
+        function_id: i32,
+    },
+    /// `send` to, or `retrieve_workflow` of, an ID with no workflow.
+    #[error("workflow `{0}` does not exist")]
+    NonExistentWorkflow(String),
+    /// The workflow was cancelled.
+    #[error("workflow `{0}` was cancelled")]
+    WorkflowCancelled(String),
+    /// The workflow exceeded its recovery attempts and was set aside.
+    #[error("workflow `{0}` exceeded its maximum recovery attempts")]
+    MaxRecoveryAttemptsExceeded(String),
+    /// A workflow-only API (recv, set_event, workflow_id, sleep) was called elsewhere.
+    #[error("`{0}` can only be called inside a workflow")]
+    NotInWorkflow(&'static str),
+    /// A workflow-only API was called inside a step, where it would not be recorded.
+    #[error("`{0}` cannot be called inside a step")]
+    InStep(&'static str),
+    /// A value could not be turned into or read back from its stored JSON.
+    #[error("cannot {doing}: {source}")]
+    Serialization {
+        /// What was being (de)serialized.
+        doing: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A row was written by a serializer we cannot read.
+    #[error("unsupported serialization `{0}`")]
+    UnsupportedSerialization(String),
+    /// Stored inputs did not fit the workflow's parameters.
+    #[error("stored inputs do not match the workflow's parameters: {0}")]
+    BadInputs(String),
+    /// The workflow or step body panicked.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// A recorded error, replayed: the original was a framework error with this name and message.
+    #[error("{0}")]
+    Recorded(PortableError),
+}
+
+impl Error {
+    pub(crate) fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+        move |source| Error::Database { doing, source }
+    }
+
+    pub(crate) fn ser(doing: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Error {
+        move |source| Error::Serialization {
+            doing: doing.into(),
+            source,
+        }
+    }
+
+    /// The variant's name, as recorded in the portable `name` field.
+    pub fn kind(&self) -> &str {
+        match self {
+            Error::Config(_) => "Config",
+            Error::Database { .. } => "Database",
+            Error::Migration { .. } => "Migration",
+            Error::NotLaunched => "NotLaunched",
+            Error::AlreadyLaunched => "AlreadyLaunched",
+            Error::DuplicateName { .. } => "DuplicateName",
+            Error::NotRegistered { .. } => "NotRegistered",
+            Error::InvalidWorkflowId { .. } => "InvalidWorkflowId",
+            Error::WorkflowConflict { .. } => "WorkflowConflict",
+            Error::NonDeterministic { .. } => "NonDeterministic",
+            Error::ConcurrentExecution { .. } => "ConcurrentExecution",
+            Error::NonExistentWorkflow(_) => "NonExistentWorkflow",
+            Error::WorkflowCancelled(_) => "WorkflowCancelled",
+            Error::MaxRecoveryAttemptsExceeded(_) => "MaxRecoveryAttemptsExceeded",
+            Error::NotInWorkflow(_) => "NotInWorkflow",
+            Error::InStep(_) => "InStep",
+            Error::Serialization { .. } => "Serialization",
+            Error::UnsupportedSerialization(_) => "UnsupportedSerialization",
+            Error::BadInputs(_) => "BadInputs",
+            Error::Panic(_) => "Panic",
+            Error::Recorded(p) => &p.name,
+        }
+    }
+
+    /// Whether a retry of the same database work may succeed (serialization failure,
+    /// deadlock, SQLite busy/locked).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Database { source, .. } => crate::sysdb::is_conflict(source),
+            _ => false,
+        }
+    }
+}
+
+/// An error as stored in the system database: DBOS's portable JSON error object.
+///
+/// Every DBOS SDK reads this shape, so errors recorded by Rust workflows show up in DBOS tools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortableError {
+    /// The error kind (type or variant name).
+    #[serde(default)]
+    pub name: String,
+    /// The error's `Display` text.
+    #[serde(default)]
+    pub message: String,
+    /// An optional code (integer or string).
+    #[serde(default)]
+    pub code: serde_json::Value,
+    /// Optional structured data: for serde error types, the error itself.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl fmt::Display for PortableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.name.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.name, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PortableError {}
+
+/// An error type a workflow, step or transaction may return: it is recorded when it happens and
+/// rebuilt when the operation is replayed.
+///
+/// Implemented for [`Error`] and, through a blanket impl, for every error type that is
+/// `Serialize + DeserializeOwned + Display + From<dbos_runtime::Error>`: its JSON goes in the
+/// portable error's `data` and comes back unchanged on replay.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be recorded as a workflow error",
+    label = "the error type of a durable function must be `dbos_runtime::Error` or a serde type with `Display` and `From<dbos_runtime::Error>`",
+    note = "errors are stored in the system database and rebuilt on replay, so they must round-trip through JSON"
+)]
+pub trait WorkflowError: From<Error> + Send + 'static {
+    /// The stored form of this error.
+    fn to_portable(&self) -> PortableError;
+    /// Rebuilds the error from its stored form.
+    fn from_portable(recorded: PortableError) -> Self;
+}
+
+impl WorkflowError for Error {
+    fn to_portable(&self) -> PortableError {
+        match self {
+            Error::Recorded(p) => p.clone(),
+            other => PortableError {
+                name: other.kind().to_owned(),
+                message: other.to_string(),
+                code: serde_json::Value::Null,
+                data: serde_json::Value::Null,
+            },
+        }
+    }
+
+    fn from_portable(recorded: PortableError) -> Self {
+        Error::Recorded(recorded)
+    }
+}
+
+impl<E> WorkflowError for E
+where
+    E: Serialize + serde::de::DeserializeOwned + fmt::Display + From<Error> + Send + 'static,
+{
+    fn to_portable(&self) -> PortableError {
+        let data = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let name = match &data {
+            // An externally tagged enum variant: {"Variant": ...} or "Variant".
+            serde_json::Value::Object(map) if map.len() == 1 => map.keys().next().cloned(),
+            serde_json::Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| short_type_name::<E>().to_owned());
+        PortableError {
+            name,
+            message: self.to_string(),
+            code: serde_json::Value::Null,
+            data,
+        }
+    }
+
+    fn from_portable(recorded: PortableError) -> Self {
+        match serde_json::from_value::<E>(recorded.data.clone()) {
+            Ok(e) => e,
+            Err(_) => E::from(Error::Recorded(recorded)),
+        }
+    }
+}
+
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}

@@ -1,0 +1,111 @@
+//! `#[step]`: a checkpointed call, retried with exponential backoff.
+
+use crate::context::{self, Position};
+use crate::error::{Error, WorkflowError};
+use crate::serialization::{self, PORTABLE_JSON};
+use crate::sysdb::{now_ms, StepWrite};
+use crate::workflow::replay_step;
+use serde::{de::DeserializeOwned, Serialize};
+use std::future::Future;
+use std::time::Duration;
+
+/// Retry policy of a step: `max_attempts` tries, waiting `interval_secs`, then that times
+/// `backoff` after each failure.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOptions {
+    /// Attempts in all (≥ 1).
+    pub max_attempts: u32,
+    /// The first wait between attempts, in seconds.
+    pub interval_secs: f64,
+    /// The factor applied to the wait after each failed attempt (≥ 1).
+    pub backoff: f64,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions { max_attempts: 1, interval_secs: 1.0, backoff: 2.0 }
+    }
+}
+
+/// Runs a step without retries. Inside a workflow its outcome is recorded at the next position
+/// and replayed on recovery; elsewhere (or inside another step) it is a plain call.
+pub async fn run_step_once<T, E, F>(name: &'static str, body: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>> + Send,
+    T: Serialize + DeserializeOwned + Send,
+    E: WorkflowError,
+{
+    let mut body = Some(body);
+    run_step(name, StepOptions::default(), move || {
+        let b = body.take();
+        async move {
+            match b {
+                Some(b) => b.await,
+                None => Err(E::from(Error::BadInputs("a step without retries ran twice".into()))),
+            }
+        }
+    })
+    .await
+}
+
+/// Runs a step, retrying failures per `opts`; the final outcome (value or last error) is recorded.
+pub async fn run_step<T, E, F, Fut>(name: &'static str, opts: StepOptions, mut body: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = Result<T, E>> + Send,
+    T: Serialize + DeserializeOwned + Send,
+    E: WorkflowError,
+{
+    let (rt, ctx) = match context::position().map_err(E::from)? {
+        Position::Outside(_) | Position::InStep(..) => return with_retries(name, opts, &mut body).await,
+        Position::Workflow(rt, ctx) => (rt, ctx),
+    };
+    let n = ctx.next_id();
+    if let Some(row) = ctx.recorded(n, name).map_err(E::from)? {
+        return replay_step(&row);
+    }
+    let started = now_ms();
+    let result = context::in_step(&rt, &ctx, with_retries(name, opts, &mut body)).await;
+    let (output, error) = match &result {
+        Ok(v) => (Some(serialization::to_json(v, "a step's output").map_err(E::from)?), None),
+        Err(e) => (None, Some(serialization::to_json(&e.to_portable(), "a step's error").map_err(E::from)?)),
+    };
+    rt.db()
+        .record_step(&StepWrite {
+            workflow_id: &ctx.id,
+            function_id: n,
+            function_name: name,
+            output: output.as_deref(),
+            error: error.as_deref(),
+            child_workflow_id: None,
+            serialization: Some(PORTABLE_JSON),
+            started_at_ms: started,
+            completed_at_ms: now_ms(),
+        })
+        .await
+        .map_err(E::from)?;
+    result
+}
+
+async fn with_retries<T, E, F, Fut>(name: &str, opts: StepOptions, body: &mut F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: WorkflowError,
+{
+    let attempts = opts.max_attempts.max(1);
+    let mut wait = opts.interval_secs.max(0.0);
+    let mut attempt = 1;
+    loop {
+        match body().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < attempts => {
+                tracing::warn!(step = name, attempt, "step failed, retrying in {wait:.3}s: {}", e.to_portable());
+                tokio::time::sleep(Duration::from_secs_f64(wait.min(3600.0))).await;
+                wait *= opts.backoff.max(1.0);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

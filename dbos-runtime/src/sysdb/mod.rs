@@ -1,0 +1,905 @@
+//! The system database: DBOS's tables (SYSDB.md) on SQLite or Postgres.
+//!
+//! This is the only module that knows which database it is on. Everything above it speaks in
+//! the row types defined here. Most statements are the same text on both backends (only the
+//! schema prefix differs); the `on_*!` macros instantiate one body for each pool type.
+
+mod postgres;
+mod sqlite;
+mod tx;
+
+pub use tx::{FromRow, Param, Tx, TxQuery};
+
+use crate::config::{DatabaseUrl, DbosConfig};
+use crate::error::{Error, Result};
+use crate::serialization::PORTABLE_JSON;
+use sqlx::Row;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The queue DBOS uses for recovered and scheduled workflows.
+pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
+/// The DBOS system-schema version we create and require.
+pub(crate) const SCHEMA_VERSION: i64 = 108;
+
+/// Milliseconds since the Unix epoch, from the application clock.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a driver error is worth retrying: serialization failure, deadlock, SQLite busy/locked.
+pub(crate) fn is_conflict(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => match code.as_ref() {
+                "40001" | "40P01" => true,
+                other => other
+                    .parse::<i32>()
+                    .map(|c| matches!(c & 0xff, 5 | 6))
+                    .unwrap_or(false),
+            },
+            None => false,
+        },
+        _ => false,
+    }
+}
+
+pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+fn is_fk_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+/// One connection set: SQLite (a single writer connection and a reader pool) or a Postgres pool.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Sqlite(sqlite::SqliteDb),
+    Postgres(postgres::PgDb),
+}
+
+/// Runs `$body` with `$p` bound to the pool that takes writes.
+macro_rules! on_writer {
+    ($backend:expr, |$p:ident| $body:expr) => {
+        match $backend {
+            Backend::Sqlite(b) => {
+                let $p = &b.writer;
+                $body
+            }
+            Backend::Postgres(b) => {
+                let $p = &b.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$p` bound to a pool for reads.
+macro_rules! on_reader {
+    ($backend:expr, |$p:ident| $body:expr) => {
+        match $backend {
+            Backend::Sqlite(b) => {
+                let $p = &b.reader;
+                $body
+            }
+            Backend::Postgres(b) => {
+                let $p = &b.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` inside one write transaction (`BEGIN IMMEDIATE` on SQLite) bound to `$t`, and
+/// commits it when `$body` returns `Ok`. `$body` evaluates to a `Result`.
+macro_rules! in_write_tx {
+    ($backend:expr, $doing:literal, |$t:ident| $body:expr) => {
+        match $backend {
+            Backend::Sqlite(b) => {
+                let mut $t = b
+                    .writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(Error::db($doing))?;
+                let out = $body;
+                if out.is_ok() {
+                    $t.commit().await.map_err(Error::db($doing))?;
+                }
+                out
+            }
+            Backend::Postgres(b) => {
+                let mut $t = b.pool.begin().await.map_err(Error::db($doing))?;
+                let out = $body;
+                if out.is_ok() {
+                    $t.commit().await.map_err(Error::db($doing))?;
+                }
+                out
+            }
+        }
+    };
+}
+
+
+impl Backend {
+    async fn connect(url: &DatabaseUrl, cfg: &DbosConfig, create: bool) -> Result<Backend> {
+        match url {
+            DatabaseUrl::Sqlite(u) => Ok(Backend::Sqlite(sqlite::SqliteDb::connect(u, cfg).await?)),
+            DatabaseUrl::Postgres(u) => Ok(Backend::Postgres(
+                postgres::PgDb::connect(u, cfg, create).await?,
+            )),
+        }
+    }
+
+    fn prefix(&self, schema: &str) -> String {
+        match self {
+            Backend::Sqlite(_) => String::new(),
+            Backend::Postgres(_) => format!("{schema}."),
+        }
+    }
+
+    pub(crate) fn is_postgres(&self) -> bool {
+        matches!(self, Backend::Postgres(_))
+    }
+
+    async fn close(&self) {
+        match self {
+            Backend::Sqlite(b) => {
+                b.writer.close().await;
+                b.reader.close().await;
+            }
+            Backend::Postgres(b) => b.pool.close().await,
+        }
+    }
+}
+
+/// A new `workflow_status` row.
+#[derive(Debug)]
+pub(crate) struct NewWorkflow<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub inputs: &'a str,
+    pub owner_xid: &'a str,
+    pub parent_id: Option<&'a str>,
+    /// `true`: ENQUEUED on the internal queue (scheduled ticks); `false`: PENDING, run here now.
+    pub enqueue: bool,
+}
+
+/// What the start upsert found: our own new row or the existing one.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkflowRow {
+    pub status: String,
+    pub name: Option<String>,
+    pub owner_xid: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub serialization: Option<String>,
+}
+
+/// A recorded operation (`operation_outputs` row).
+#[derive(Debug, Clone)]
+pub(crate) struct StepRow {
+    pub function_id: i32,
+    pub function_name: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub child_workflow_id: Option<String>,
+    pub serialization: Option<String>,
+}
+
+/// An operation to record.
+#[derive(Debug, Clone)]
+pub(crate) struct StepWrite<'a> {
+    pub workflow_id: &'a str,
+    pub function_id: i32,
+    pub function_name: &'a str,
+    pub output: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub child_workflow_id: Option<&'a str>,
+    pub serialization: Option<&'a str>,
+    pub started_at_ms: i64,
+    pub completed_at_ms: i64,
+}
+
+/// A workflow claimed from the internal queue, ready to run here.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub id: String,
+    pub name: Option<String>,
+    pub inputs: Option<String>,
+    pub serialization: Option<String>,
+    pub recovery_attempts: i64,
+}
+
+/// A workflow's terminal outcome, serialized.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Success(String),
+    Error(String),
+}
+
+/// Pre-formatted statements for one schema prefix.
+#[derive(Debug)]
+struct Queries {
+    insert_workflow: String,
+    complete_workflow: String,
+    get_workflow: String,
+    record_step: String,
+    load_steps: String,
+    recover_pending: String,
+    claim: String,
+    dead_letter: String,
+    insert_version: String,
+    send: String,
+    has_message: String,
+    consume: String,
+    set_event: String,
+    set_event_history: String,
+    get_event: String,
+}
+
+impl Queries {
+    fn new(p: &str, postgres: bool) -> Queries {
+        let skip_locked = if postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        Queries {
+            insert_workflow: format!(
+                "INSERT INTO {p}workflow_status (workflow_uuid, status, name, inputs, executor_id, \
+                 application_version, application_name, owner_xid, parent_workflow_id, queue_name, \
+                 recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{PORTABLE_JSON}', $12, $12, $13, 0) \
+                 ON CONFLICT (workflow_uuid) DO UPDATE SET updated_at = EXCLUDED.updated_at \
+                 RETURNING status, name, owner_xid, output, error, serialization"
+            ),
+            complete_workflow: format!(
+                "UPDATE {p}workflow_status SET status = $2, output = $3, error = $4, \
+                 deduplication_id = NULL, updated_at = $5, completed_at = $5 \
+                 WHERE workflow_uuid = $1 AND status = 'PENDING'"
+            ),
+            get_workflow: format!(
+                "SELECT status, name, owner_xid, output, error, serialization \
+                 FROM {p}workflow_status WHERE workflow_uuid = $1"
+            ),
+            record_step: format!(
+                "INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+                 child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
+                 SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
+                 RETURNING completed_at_epoch_ms, function_name, child_workflow_id"
+            ),
+            load_steps: format!(
+                "SELECT function_id, function_name, output, error, child_workflow_id, serialization, \
+                 FROM {p}operation_outputs WHERE workflow_uuid = $1"
+            ),
+            recover_pending: format!(
+                "UPDATE {p}workflow_status SET status = 'ENQUEUED', \
+                 queue_name = COALESCE(queue_name, '{INTERNAL_QUEUE}'), started_at_epoch_ms = NULL, updated_at = $4 \
+                 WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2 \
+                 AND (application_name = $3 OR application_name IS NULL)"
+            ),
+            claim: format!(
+                "UPDATE {p}workflow_status SET status = 'PENDING', executor_id = $1, application_version = $2, \
+                 application_name = $3, started_at_epoch_ms = $4, rate_limited = FALSE, \
+                 recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4 \
+                 WHERE workflow_uuid IN (SELECT workflow_uuid FROM {p}workflow_status \
+                   WHERE queue_name = '{INTERNAL_QUEUE}' AND status = 'ENQUEUED' \
+                   AND (application_version = $2 OR application_version IS NULL) \
+                   AND (application_name = $3 OR application_name IS NULL) \
+                   ORDER BY priority, created_at LIMIT $5 {skip_locked}) \
+                 AND status = 'ENQUEUED' \
+                 RETURNING workflow_uuid, name, inputs, serialization, recovery_attempts"
+            ),
+            dead_letter: format!(
+                "UPDATE {p}workflow_status SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', queue_name = NULL, \
+                 deduplication_id = NULL, started_at_epoch_ms = NULL, updated_at = $2, completed_at = $2 \
+                 WHERE workflow_uuid = $1 AND status = 'PENDING' AND recovery_attempts >= $3"
+            ),
+            insert_version: format!(
+                "INSERT INTO {p}application_versions (version_id, version_name, version_timestamp, created_at, \
+                 application_name) VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING"
+            ),
+            send: format!(
+                "INSERT INTO {p}notifications (message_uuid, destination_uuid, topic, message, \
+                 created_at_epoch_ms, serialization) VALUES ($1, $2, $3, $4, $5, '{PORTABLE_JSON}') \
+                 ON CONFLICT (message_uuid) DO NOTHING"
+            ),
+            has_message: format!(
+                "SELECT 1 FROM {p}notifications WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed LIMIT 1"
+            ),
+            consume: format!(
+                "UPDATE {p}notifications SET consumed = TRUE WHERE message_uuid = (\
+                 SELECT message_uuid FROM {p}notifications WHERE destination_uuid = $1 AND topic = $2 \
+                 AND NOT consumed ORDER BY created_at_epoch_ms, message_uuid LIMIT 1) \
+                 RETURNING message, serialization"
+            ),
+            set_event: format!(
+                "INSERT INTO {p}workflow_events (workflow_uuid, key, value, serialization) \
+                 VALUES ($1, $2, $3, '{PORTABLE_JSON}') ON CONFLICT (workflow_uuid, key) \
+                 DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization"
+            ),
+            set_event_history: format!(
+                "INSERT INTO {p}workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+                 VALUES ($1, $2, $3, $4, '{PORTABLE_JSON}') ON CONFLICT (workflow_uuid, function_id, key) \
+                 DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization"
+            ),
+            get_event: format!(
+                "SELECT value, serialization FROM {p}workflow_events WHERE workflow_uuid = $1 AND key = $2"
+            ),
+        }
+    }
+}
+
+/// The topic DBOS stores for `send` without a topic.
+pub(crate) const NULL_TOPIC: &str = "__null__topic__";
+
+/// The system database, plus the application database used by transactions.
+#[derive(Debug)]
+pub(crate) struct SysDb {
+    sys: Backend,
+    app: Backend,
+    /// The application database is the system database: transaction checkpoints go in
+    /// `operation_outputs` inside the app transaction (one commit).
+    pub(crate) shared: bool,
+    q: Queries,
+    app_prefix: String,
+    app_name: String,
+    executor_id: String,
+    app_version: String,
+    schema: String,
+    last_message_ms: std::sync::Mutex<i64>,
+    pub(crate) metrics: crate::metrics::Metrics,
+}
+
+impl SysDb {
+    /// Connects to (and creates, when missing) the databases, and migrates them.
+    pub(crate) async fn open(cfg: &DbosConfig) -> Result<SysDb> {
+        let app_url = DatabaseUrl::parse(&cfg.database_url)?;
+        let sys_url = match &cfg.system_database_url {
+            Some(u) => Some(DatabaseUrl::parse(u)?),
+            None => None,
+        };
+        let app = Backend::connect(&app_url, cfg, true).await?;
+        let (sys, shared) = match sys_url {
+            Some(u) if u != app_url => (Backend::connect(&u, cfg, true).await?, false),
+            _ => (app.clone(), true),
+        };
+        let prefix = sys.prefix(&cfg.system_schema);
+        let db = SysDb {
+            q: Queries::new(&prefix, sys.is_postgres()),
+            app_prefix: app.prefix(&cfg.system_schema),
+            sys,
+            app,
+            shared,
+            app_name: cfg.name.clone(),
+            executor_id: cfg.executor_id.clone(),
+            app_version: cfg.application_version.clone(),
+            schema: cfg.system_schema.clone(),
+            last_message_ms: std::sync::Mutex::new(0),
+            metrics: Default::default(),
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match &self.sys {
+            Backend::Sqlite(b) => b.migrate().await?,
+            Backend::Postgres(b) => b.migrate(&self.schema).await?,
+        }
+        if !self.shared {
+            match &self.app {
+                Backend::Sqlite(b) => b.create_transaction_outputs().await?,
+                Backend::Postgres(b) => b.create_transaction_outputs(&self.schema).await?,
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sys_backend(&self) -> &Backend {
+        &self.sys
+    }
+
+    pub(crate) async fn close(&self) {
+        self.sys.close().await;
+        if !self.shared {
+            self.app.close().await;
+        }
+    }
+
+    /// Inserts the workflow's status row, or finds the existing one (one upsert).
+    pub(crate) async fn insert_workflow(&self, w: &NewWorkflow<'_>) -> Result<WorkflowRow> {
+        let now = now_ms();
+        let (status, queue, attempts, started) = if w.enqueue {
+            ("ENQUEUED", Some(INTERNAL_QUEUE), 0_i64, None)
+        } else {
+            ("PENDING", None, 1_i64, Some(now))
+        };
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.insert_workflow)
+                .bind(w.id)
+                .bind(status)
+                .bind(w.name)
+                .bind(w.inputs)
+                .bind(&self.executor_id)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(w.owner_xid)
+                .bind(w.parent_id)
+                .bind(queue)
+                .bind(attempts)
+                .bind(now)
+                .bind(started)
+                .fetch_one(p)
+                .await
+                .map_err(Error::db("starting a workflow"))?;
+            workflow_row(&row)
+        })
+    }
+
+    /// Writes a terminal status; `false` when the row was no longer PENDING (cancelled,
+    /// dead-lettered or handed on).
+    pub(crate) async fn complete_workflow(&self, id: &str, outcome: &Outcome) -> Result<bool> {
+        let (status, output, error) = match outcome {
+            Outcome::Success(o) => ("SUCCESS", Some(o.as_str()), None),
+            Outcome::Error(e) => ("ERROR", None, Some(e.as_str())),
+        };
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            let done = sqlx::query(&self.q.complete_workflow)
+                .bind(id)
+                .bind(status)
+                .bind(output)
+                .bind(error)
+                .bind(now_ms())
+                .execute(p)
+                .await
+                .map_err(Error::db("recording a workflow's outcome"))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Reads a workflow's status row.
+    pub(crate) async fn get_workflow(&self, id: &str) -> Result<Option<WorkflowRow>> {
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.get_workflow)
+                .bind(id)
+                .fetch_optional(p)
+                .await
+                .map_err(Error::db("reading a workflow's status"))?;
+            row.as_ref().map(workflow_row).transpose()
+        })
+    }
+
+    /// Reads every recorded operation of a workflow (once, when it is resumed).
+    pub(crate) async fn load_steps(&self, id: &str) -> Result<Vec<StepRow>> {
+        on_reader!(&self.sys, |p| {
+            let rows = sqlx::query(&self.q.load_steps)
+                .bind(id)
+                .fetch_all(p)
+                .await
+                .map_err(Error::db("reading recorded steps"))?;
+            rows.iter().map(step_row).collect()
+        })
+    }
+
+    /// Records an operation (one statement, one commit). Fails with `ConcurrentExecution`
+    /// when another execution recorded this position first.
+    pub(crate) async fn record_step(&self, s: &StepWrite<'_>) -> Result<()> {
+        self.metrics.add_commit();
+        let row = on_writer!(&self.sys, |p| {
+            bind_step(&self.q.record_step, s, &self.app_name)
+                .fetch_one(p)
+                .await
+                .map_err(Error::db("recording a step"))?
+                .try_get::<Option<i64>, _>(0)
+                .map_err(Error::db("recording a step"))?
+        });
+        check_step_written(s, row)
+    }
+
+    /// Moves this executor's PENDING workflows of this version to the internal queue.
+    pub(crate) async fn recover_pending(&self) -> Result<u64> {
+        on_writer!(&self.sys, |p| {
+            let done = sqlx::query(&self.q.recover_pending)
+                .bind(&self.executor_id)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(now_ms())
+                .execute(p)
+                .await
+                .map_err(Error::db("recovering pending workflows"))?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Claims up to `limit` enqueued workflows for this executor.
+    pub(crate) async fn claim(&self, limit: i64) -> Result<Vec<Claimed>> {
+        on_writer!(&self.sys, |p| {
+            let rows = sqlx::query(&self.q.claim)
+                .bind(&self.executor_id)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(now_ms())
+                .bind(limit)
+                .fetch_all(p)
+                .await
+                .map_err(Error::db("claiming enqueued workflows"))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Claimed {
+                        id: r.try_get(0).map_err(Error::db("claiming"))?,
+                        name: r.try_get(1).map_err(Error::db("claiming"))?,
+                        inputs: r.try_get(2).map_err(Error::db("claiming"))?,
+                        serialization: r.try_get(3).map_err(Error::db("claiming"))?,
+                        recovery_attempts: r
+                            .try_get::<Option<i64>, _>(4)
+                            .map_err(Error::db("claiming"))?
+                            .unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Sets a workflow aside after too many recovery attempts.
+    pub(crate) async fn dead_letter(&self, id: &str, attempts: i64) -> Result<bool> {
+        on_writer!(&self.sys, |p| {
+            let done = sqlx::query(&self.q.dead_letter)
+                .bind(id)
+                .bind(now_ms())
+                .bind(attempts)
+                .execute(p)
+                .await
+                .map_err(Error::db("dead-lettering a workflow"))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Records this application version (DBOS tools list versions from here).
+    pub(crate) async fn insert_app_version(&self) -> Result<()> {
+        on_writer!(&self.sys, |p| {
+            sqlx::query(&self.q.insert_version)
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(&self.app_version)
+                .bind(now_ms())
+                .bind(&self.app_name)
+                .execute(p)
+                .await
+                .map_err(Error::db("recording the application version"))?;
+            Ok(())
+        })
+    }
+
+    /// A creation time for a message: the clock, but strictly increasing within this process so
+    /// that messages from one sender keep their order.
+    fn message_time(&self) -> i64 {
+        let now = now_ms();
+        let mut last = match self.last_message_ms.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *last = (*last + 1).max(now);
+        *last
+    }
+
+    /// Inserts a message, with the sender's marker row when sent from a workflow, in one transaction.
+    pub(crate) async fn send(
+        &self,
+        message_uuid: &str,
+        destination: &str,
+        topic: &str,
+        message: &str,
+        marker: Option<&StepWrite<'_>>,
+    ) -> Result<()> {
+        let created = self.message_time();
+        let map = |e: sqlx::Error| {
+            if is_fk_violation(&e) {
+                Error::NonExistentWorkflow(destination.to_owned())
+            } else {
+                Error::db("sending a message")(e)
+            }
+        };
+        self.metrics.add_commit();
+        in_write_tx!(&self.sys, "sending a message", |t| {
+            let inserted = sqlx::query(&self.q.send)
+                .bind(message_uuid)
+                .bind(destination)
+                .bind(topic)
+                .bind(message)
+                .bind(created)
+                .execute(&mut *t)
+                .await
+                .map_err(map);
+            match (inserted, marker) {
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Ok(()),
+                (Ok(_), Some(s)) => {
+                    let row = bind_step(&self.q.record_step, s, &self.app_name)
+                        .fetch_one(&mut *t)
+                        .await
+                        .map_err(Error::db("recording a send"))?;
+                    check_step_written(s, row.try_get(0).map_err(Error::db("recording a send"))?)
+                }
+            }
+        })
+    }
+
+    /// Whether an unconsumed message waits on `topic` for `workflow`.
+    pub(crate) async fn has_message(&self, workflow: &str, topic: &str) -> Result<bool> {
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.has_message)
+                .bind(workflow)
+                .bind(topic)
+                .fetch_optional(p)
+                .await
+                .map_err(Error::db("checking for messages"))?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or
+    /// with JSON `null`) in one transaction: a message is delivered exactly once.
+    pub(crate) async fn consume_message(
+        &self,
+        step: &StepWrite<'_>,
+        topic: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        self.metrics.add_commit();
+        in_write_tx!(&self.sys, "receiving a message", |t| {
+            let msg = sqlx::query(&self.q.consume)
+                .bind(step.workflow_id)
+                .bind(topic)
+                .fetch_optional(&mut *t)
+                .await
+                .map_err(Error::db("receiving a message"))?;
+            let msg: Option<(String, Option<String>)> = match msg {
+                Some(r) => Some((
+                    r.try_get(0).map_err(Error::db("receiving a message"))?,
+                    r.try_get(1).map_err(Error::db("receiving a message"))?,
+                )),
+                None => None,
+            };
+            let mut s = step.clone();
+            match &msg {
+                Some((text, tag)) => {
+                    s.output = Some(text);
+                    s.serialization = Some(tag.as_deref().unwrap_or(PORTABLE_JSON));
+                }
+                None => {
+                    s.output = Some("null");
+                    s.serialization = Some(PORTABLE_JSON);
+                }
+            }
+            let row = bind_step(&self.q.record_step, &s, &self.app_name)
+                .fetch_one(&mut *t)
+                .await
+                .map_err(Error::db("recording a recv"))?;
+            check_step_written(&s, row.try_get(0).map_err(Error::db("recording a recv"))?)
+                .map(|()| msg)
+        })
+    }
+
+    /// Sets an event (last value wins), its history row and, from a workflow body, the
+    /// marker row, in one transaction; then notifies listeners on Postgres.
+    pub(crate) async fn set_event(
+        &self,
+        workflow: &str,
+        function_id: i32,
+        key: &str,
+        value: &str,
+        marker: Option<&StepWrite<'_>>,
+    ) -> Result<()> {
+        self.metrics.add_commit();
+        in_write_tx!(&self.sys, "setting an event", |t| {
+            sqlx::query(&self.q.set_event)
+                .bind(workflow)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *t)
+                .await
+                .map_err(Error::db("setting an event"))?;
+            sqlx::query(&self.q.set_event_history)
+                .bind(workflow)
+                .bind(function_id)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *t)
+                .await
+                .map_err(Error::db("setting an event"))?;
+            if let Some(s) = marker {
+                let row = bind_step(&self.q.record_step, s, &self.app_name)
+                    .fetch_one(&mut *t)
+                    .await
+                    .map_err(Error::db("recording a set_event"))?;
+                check_step_written(s, row.try_get(0).map_err(Error::db("recording a set_event"))?)?;
+            }
+            Ok::<(), Error>(())
+        })?;
+        if let Backend::Postgres(b) = &self.sys {
+            b.notify(postgres::EVENTS_CHANNEL, &format!("{workflow}::{key}"))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Reads an event's current value and its serialization tag.
+    pub(crate) async fn get_event(
+        &self,
+        workflow: &str,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.get_event)
+                .bind(workflow)
+                .bind(key)
+                .fetch_optional(p)
+                .await
+                .map_err(Error::db("reading an event"))?;
+            match row {
+                Some(r) => Ok(Some((
+                    r.try_get(0).map_err(Error::db("reading an event"))?,
+                    r.try_get(1).map_err(Error::db("reading an event"))?,
+                ))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Starts listening for Postgres notifications; `None` on SQLite.
+    pub(crate) async fn listen(
+        &self,
+        on_payload: impl Fn(&str, &str) + Send + Sync + 'static,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        match &self.sys {
+            Backend::Postgres(b) => Ok(Some(b.listen(on_payload).await?)),
+            Backend::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Opens an application transaction.
+    pub(crate) async fn begin_app(&self, opts: &crate::transaction::TxOptions) -> Result<Tx> {
+        Tx::begin(&self.app, opts).await
+    }
+
+    /// Reads a `transaction_outputs` row inside an app transaction (separate-database setup).
+    pub(crate) async fn read_transaction_output(
+        &self,
+        tx: &mut Tx,
+        workflow: &str,
+        function_id: i32,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>> {
+        tx.read_transaction_output(&self.app_prefix, workflow, function_id)
+            .await
+    }
+
+    /// Writes the checkpoint of a transaction step inside its app transaction: the
+    /// `operation_outputs` row when the databases are shared, else a `transaction_outputs` row.
+    pub(crate) async fn write_checkpoint_in(&self, tx: &mut Tx, s: &StepWrite<'_>) -> Result<()> {
+        if self.shared {
+            let completed = tx
+                .record_step_in(&self.q.record_step, s, &self.app_name)
+                .await?;
+            check_step_written(s, completed)
+        } else {
+            tx.write_transaction_output(&self.app_prefix, s, &self.executor_id)
+                .await
+        }
+    }
+
+    /// Records a transaction's error in `transaction_outputs` (its own app transaction) when the
+    /// databases are separate; nothing when shared.
+    pub(crate) async fn write_transaction_error(&self, s: &StepWrite<'_>) -> Result<()> {
+        if self.shared {
+            return Ok(());
+        }
+        let opts = crate::transaction::TxOptions::default();
+        let mut tx = Tx::begin(&self.app, &opts).await?;
+        tx.write_transaction_output(&self.app_prefix, s, &self.executor_id)
+            .await?;
+        self.metrics.add_commit();
+        tx.commit().await
+    }
+}
+
+fn bind_step<'q, DB>(
+    sql: &'q str,
+    s: &'q StepWrite<'q>,
+    app_name: &'q str,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    for<'a> Option<&'a str>: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i32: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(sql)
+        .bind(s.workflow_id)
+        .bind(s.function_id)
+        .bind(s.function_name)
+        .bind(s.output)
+        .bind(s.error)
+        .bind(s.child_workflow_id)
+        .bind(s.serialization)
+        .bind(s.started_at_ms)
+        .bind(s.completed_at_ms)
+        .bind(app_name)
+}
+
+/// Rule 10: the returned completion time is ours unless another execution wrote the row first.
+fn check_step_written(s: &StepWrite<'_>, completed: Option<i64>) -> Result<()> {
+    if completed == Some(s.completed_at_ms) {
+        Ok(())
+    } else {
+        Err(Error::ConcurrentExecution {
+            workflow_id: s.workflow_id.to_owned(),
+            function_id: s.function_id,
+        })
+    }
+}
+
+fn workflow_row<R: Row>(row: &R) -> Result<WorkflowRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let map = Error::db("reading a workflow row");
+    let get = |i: usize| row.try_get::<Option<String>, _>(i);
+    Ok(WorkflowRow {
+        status: get(0).map_err(map)?.unwrap_or_default(),
+        name: get(1).map_err(Error::db("reading a workflow row"))?,
+        owner_xid: get(2).map_err(Error::db("reading a workflow row"))?,
+        output: get(3).map_err(Error::db("reading a workflow row"))?,
+        error: get(4).map_err(Error::db("reading a workflow row"))?,
+        serialization: get(5).map_err(Error::db("reading a workflow row"))?,
+    })
+}
+
+fn step_row<R: Row>(row: &R) -> Result<StepRow>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i32: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let e = || Error::db("reading a step row");
+    Ok(StepRow {
+        function_id: row.try_get(0).map_err(e())?,
+        function_name: row.try_get(1).map_err(e())?,
+        output: row.try_get(2).map_err(e())?,
+        error: row.try_get(3).map_err(e())?,
+        child_workflow_id: row.try_get(4).map_err(e())?,
+        serialization: row.try_get(5).map_err(e())?,
+    })
+}
+
+/// Retries `connect` for a short while: a database that is still starting is not an error.
+pub(crate) async fn retry_connect<T, F, Fut>(what: &str, mut connect: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let mut delay = Duration::from_millis(50);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match connect().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + delay < deadline && is_transient(&e) => {
+                tracing::debug!("connecting to {what} failed, retrying: {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => {
+                return Err(Error::Config(format!("cannot connect to {what}: {e}")));
+            }
+        }
+    }
+}
+
+fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}
+

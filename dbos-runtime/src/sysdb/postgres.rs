@@ -1,0 +1,267 @@
+//! Postgres: a bounded pool, DBOS's schema `dbos`, and LISTEN/NOTIFY for cross-process wake-ups.
+
+use super::{retry_connect, SCHEMA_VERSION};
+use crate::config::DbosConfig;
+use crate::error::{Error, Result};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+const DDL: &str = include_str!("postgres.sql");
+pub(crate) const NOTIFICATIONS_CHANNEL: &str = "dbos_notifications_channel";
+pub(crate) const EVENTS_CHANNEL: &str = "dbos_workflow_events_channel";
+const STREAMS_CHANNEL: &str = "dbos_streams_channel";
+const MIGRATION_LOCK: i64 = 1234567890;
+
+#[derive(Clone, Debug)]
+pub(crate) struct PgDb {
+    pub(crate) pool: PgPool,
+}
+
+fn redact(opts: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        opts.get_username(),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_database().unwrap_or("")
+    )
+}
+
+impl PgDb {
+    pub(crate) async fn connect(url: &str, cfg: &DbosConfig, create: bool) -> Result<PgDb> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("malformed Postgres URL: {e}")))?
+            .log_statements(tracing::log::LevelFilter::Trace);
+        if create {
+            create_database(&opts).await?;
+        }
+        let what = format!("Postgres database {}", redact(&opts));
+        let pool = retry_connect(&what, || {
+            PgPoolOptions::new()
+                .max_connections(cfg.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(opts.clone())
+        })
+        .await?;
+        Ok(PgDb { pool })
+    }
+
+    /// Creates DBOS's schema at version 108, or finishes a DBOS-made one (SYSDB.md §2), under
+    /// DBOS's advisory lock so that processes launching together do not race.
+    pub(crate) async fn migrate(&self, schema: &str) -> Result<()> {
+        let ddl = DDL.replace("dbos.", &format!("{schema}."))
+            .replace("CREATE SCHEMA IF NOT EXISTS dbos;", &format!("CREATE SCHEMA IF NOT EXISTS {schema};"));
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(Error::db("migrating the system database"))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut locked = false;
+        while !locked && tokio::time::Instant::now() < deadline {
+            locked = sqlx::query("SELECT pg_try_advisory_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .fetch_one(&mut *conn)
+                .await
+                .and_then(|r| r.try_get::<bool, _>(0))
+                .map_err(Error::db("taking the migration lock"))?;
+            if !locked {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        let result = self.migrate_locked(&mut conn, schema, &ddl).await;
+        if locked {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await;
+        }
+        result
+    }
+
+    async fn migrate_locked(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        schema: &str,
+        ddl: &str,
+    ) -> Result<()> {
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(format!("{schema}.dbos_migrations"))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Error::db("reading dbos_migrations"))?;
+        let version: Option<i64> = if exists.is_some() {
+            sqlx::query_scalar(&format!("SELECT MAX(version) FROM {schema}.dbos_migrations"))
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(Error::db("reading dbos_migrations"))?
+        } else {
+            None
+        };
+        match version {
+            None => {
+                let mut tx = conn
+                    .begin()
+                    .await
+                    .map_err(Error::db("migrating the system database"))?;
+                if exists.is_none() {
+                    sqlx::raw_sql(ddl)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("creating the system tables"))?;
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO {schema}.dbos_migrations (version) VALUES ($1)"
+                ))
+                .bind(SCHEMA_VERSION)
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::db("recording the migration"))?;
+                tx.commit()
+                    .await
+                    .map_err(Error::db("migrating the system database"))
+            }
+            Some(v) if v >= SCHEMA_VERSION => Ok(()),
+            Some(v) if v >= 99 => {
+                for n in (v + 1)..=SCHEMA_VERSION {
+                    let mut tx = conn
+                        .begin()
+                        .await
+                        .map_err(Error::db("applying a shared DBOS migration"))?;
+                    if let Some(sql) = shared_migration(n, schema) {
+                        sqlx::raw_sql(&sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(Error::db("applying a shared DBOS migration"))?;
+                    }
+                    sqlx::query(&format!("UPDATE {schema}.dbos_migrations SET version = $1"))
+                        .bind(n)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("recording the migration"))?;
+                    tx.commit()
+                        .await
+                        .map_err(Error::db("applying a shared DBOS migration"))?;
+                }
+                Ok(())
+            }
+            Some(v) => Err(Error::Migration {
+                found: v,
+                why: "another DBOS SDK's private migrations are unfinished; upgrade the database with that SDK first",
+            }),
+        }
+    }
+
+    pub(crate) async fn create_transaction_outputs(&self, schema: &str) -> Result<()> {
+        sqlx::raw_sql(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}; \
+             CREATE TABLE IF NOT EXISTS {schema}.transaction_outputs (workflow_uuid TEXT NOT NULL, \
+             function_id INTEGER NOT NULL, output TEXT, error TEXT, txn_id TEXT, txn_snapshot TEXT, \
+             executor_id TEXT, function_name TEXT NOT NULL DEFAULT '', \
+             created_at BIGINT NOT NULL DEFAULT (EXTRACT(epoch FROM now()) * 1000.0)::bigint, \
+             PRIMARY KEY (workflow_uuid, function_id)); \
+             CREATE INDEX IF NOT EXISTS transaction_outputs_created_at_index ON {schema}.transaction_outputs (created_at);"
+        ))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .or_else(|e| {
+            // Two processes creating it at once: the loser sees a catalog unique violation.
+            if super::unique_violation(&e) {
+                Ok(())
+            } else {
+                Err(Error::db("creating transaction_outputs")(e))
+            }
+        })
+    }
+
+    /// Sends a NOTIFY; failures only delay waiters until their next poll, so they are logged.
+    pub(crate) async fn notify(&self, channel: &str, payload: &str) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!("pg_notify on {channel} failed: {e}");
+        }
+    }
+
+    /// Listens on DBOS's channels and hands each payload to `on_payload(channel, payload)`.
+    /// Reconnects on its own; polling covers the gaps.
+    pub(crate) async fn listen(
+        &self,
+        on_payload: impl Fn(&str, &str) + Send + Sync + 'static,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(Error::db("connecting the LISTEN connection"))?;
+        listener
+            .listen_all([NOTIFICATIONS_CHANNEL, EVENTS_CHANNEL, STREAMS_CHANNEL])
+            .await
+            .map_err(Error::db("listening for notifications"))?;
+        Ok(tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(n) => on_payload(n.channel(), n.payload()),
+                    Err(e) => {
+                        tracing::debug!("LISTEN connection error (reconnecting): {e}");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// Creates the database named in the URL when it does not exist.
+async fn create_database(opts: &PgConnectOptions) -> Result<()> {
+    let Some(name) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let admin = opts.clone().database("postgres");
+    let what = format!("Postgres server {}", redact(opts));
+    let mut conn = retry_connect(&what, || admin.connect()).await?;
+    let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(Error::db("checking whether the database exists"))?
+        .is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = sqlx::raw_sql(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            // Another process created it first.
+            let raced = matches!(&e, sqlx::Error::Database(d)
+                if d.code().as_deref() == Some("42P04") || d.code().as_deref() == Some("23505"));
+            if !raced {
+                return Err(Error::db("creating the database")(e));
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// The shared DBOS migrations 100–108 for Postgres (SYSDB.md §3.3).
+fn shared_migration(n: i64, s: &str) -> Option<String> {
+    Some(match n {
+        100 => format!("ALTER TABLE {s}.workflow_status ADD COLUMN IF NOT EXISTS application_name TEXT DEFAULT NULL"),
+        101 => format!("ALTER TABLE {s}.queues ADD COLUMN IF NOT EXISTS application_name TEXT DEFAULT NULL"),
+        102 => format!("ALTER TABLE {s}.workflow_schedules ADD COLUMN IF NOT EXISTS application_name TEXT DEFAULT NULL"),
+        103 => format!("ALTER TABLE {s}.application_versions ADD COLUMN IF NOT EXISTS application_name TEXT DEFAULT NULL"),
+        104 => format!("ALTER TABLE {s}.operation_outputs ADD COLUMN IF NOT EXISTS application_name TEXT DEFAULT NULL"),
+        106 => format!("CREATE UNIQUE INDEX IF NOT EXISTS uq_application_versions_owner_version ON {s}.application_versions (application_name, version_name) WHERE application_name IS NOT NULL"),
+        107 => format!("CREATE UNIQUE INDEX IF NOT EXISTS uq_application_versions_unclaimed_version ON {s}.application_versions (version_name) WHERE application_name IS NULL"),
+        108 => format!("ALTER TABLE {s}.queues ADD COLUMN IF NOT EXISTS partition_concurrency INT4 DEFAULT NULL, \
+                        ADD COLUMN IF NOT EXISTS partition_worker_concurrency INT4 DEFAULT NULL, \
+                        ADD COLUMN IF NOT EXISTS partition_rate_limit_max INT4 DEFAULT NULL, \
+                        ADD COLUMN IF NOT EXISTS partition_rate_limit_period_sec DOUBLE PRECISION DEFAULT NULL"),
+        _ => return None,
+    })
+}

@@ -1,0 +1,166 @@
+//! SQLite: one file in WAL mode, one writer connection (every write serializes there, so no
+//! busy errors between our own writers) and a pool of readers.
+
+use super::{retry_connect, SCHEMA_VERSION};
+use crate::config::DbosConfig;
+use crate::error::{Error, Result};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+use std::str::FromStr;
+use std::time::Duration;
+
+const DDL: &str = include_str!("sqlite.sql");
+
+#[derive(Clone, Debug)]
+pub(crate) struct SqliteDb {
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
+}
+
+impl SqliteDb {
+    pub(crate) async fn connect(url: &str, cfg: &DbosConfig) -> Result<SqliteDb> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("malformed SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30))
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
+            .synchronous(if cfg.sqlite_synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .statement_cache_capacity(256);
+        let what = format!("SQLite database {url:?}");
+        let writer = retry_connect(&what, || {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(600))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(opts.clone())
+        })
+        .await?;
+        // An in-memory database exists per connection: readers must share the writer.
+        let reader = if memory {
+            writer.clone()
+        } else {
+            retry_connect(&what, || {
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .connect_with(opts.clone().read_only(true))
+            })
+            .await?
+        };
+        Ok(SqliteDb { writer, reader })
+    }
+
+    /// Creates DBOS's tables at version 108 when the file has none (SYSDB.md §2).
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(Error::db("migrating the system database"))?;
+        let exists = sqlx::query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dbos_migrations'",
+        )
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(Error::db("migrating the system database"))?
+        .is_some();
+        let version = if exists {
+            sqlx::query("SELECT MAX(version) FROM dbos_migrations")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::db("reading dbos_migrations"))?
+                .try_get::<Option<i64>, _>(0)
+                .map_err(Error::db("reading dbos_migrations"))?
+        } else {
+            None
+        };
+        match version {
+            None => {
+                if !exists {
+                    sqlx::raw_sql(DDL)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("creating the system tables"))?;
+                }
+                sqlx::query("INSERT INTO dbos_migrations (version) VALUES ($1)")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(Error::db("recording the migration"))?;
+            }
+            Some(v) if v >= SCHEMA_VERSION => {}
+            Some(v) if v >= 99 => {
+                for n in (v + 1)..=SCHEMA_VERSION {
+                    if let Some(sql) = shared_migration(n) {
+                        sqlx::raw_sql(sql)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(Error::db("applying a shared DBOS migration"))?;
+                    }
+                    sqlx::query("UPDATE dbos_migrations SET version = $1")
+                        .bind(n)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(Error::db("recording the migration"))?;
+                }
+            }
+            Some(v) => {
+                return Err(Error::Migration {
+                    found: v,
+                    why: "another DBOS SDK's private migrations are unfinished; upgrade the database with that SDK first",
+                })
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(Error::db("migrating the system database"))
+    }
+
+    pub(crate) async fn create_transaction_outputs(&self) -> Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS transaction_outputs (workflow_uuid TEXT NOT NULL, \
+             function_id INTEGER NOT NULL, output TEXT, error TEXT, txn_id TEXT, txn_snapshot TEXT NOT NULL, \
+             executor_id TEXT, function_name TEXT NOT NULL DEFAULT '', \
+             created_at INTEGER NOT NULL DEFAULT (strftime('%s','now') * 1000), \
+             PRIMARY KEY (workflow_uuid, function_id)); \
+             CREATE INDEX IF NOT EXISTS transaction_outputs_created_at_index ON transaction_outputs (created_at);",
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(Error::db("creating transaction_outputs"))?;
+        Ok(())
+    }
+}
+
+/// The shared DBOS migrations 100–108 for SQLite (SYSDB.md §3.3).
+fn shared_migration(n: i64) -> Option<&'static str> {
+    Some(match n {
+        100 => "ALTER TABLE workflow_status ADD COLUMN application_name TEXT DEFAULT NULL",
+        101 => "ALTER TABLE queues ADD COLUMN application_name TEXT DEFAULT NULL",
+        102 => "ALTER TABLE workflow_schedules ADD COLUMN application_name TEXT DEFAULT NULL",
+        103 => "ALTER TABLE application_versions ADD COLUMN application_name TEXT DEFAULT NULL",
+        104 => "ALTER TABLE operation_outputs ADD COLUMN application_name TEXT DEFAULT NULL",
+        106 => "CREATE UNIQUE INDEX IF NOT EXISTS uq_application_versions_owner_version ON application_versions (application_name, version_name) WHERE application_name IS NOT NULL",
+        107 => "CREATE UNIQUE INDEX IF NOT EXISTS uq_application_versions_unclaimed_version ON application_versions (version_name) WHERE application_name IS NULL",
+        108 => "ALTER TABLE queues ADD COLUMN partition_concurrency INTEGER DEFAULT NULL; \
+                ALTER TABLE queues ADD COLUMN partition_worker_concurrency INTEGER DEFAULT NULL; \
+                ALTER TABLE queues ADD COLUMN partition_rate_limit_max INTEGER DEFAULT NULL; \
+                ALTER TABLE queues ADD COLUMN partition_rate_limit_period_sec REAL DEFAULT NULL;",
+        _ => return None,
+    })
+}
