@@ -8,7 +8,10 @@ use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Ident, ItemFn, LitStr, Pat, PatIdent, PatType, Signature, Visibility};
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemFn, LitStr, Pat, PatIdent, PatType, Signature,
+    Type, Visibility,
+};
 
 use crate::model::{without_schedule, Isolation, Kind, Model, Param, Stacked};
 
@@ -75,12 +78,7 @@ fn workflow(model: &Model) -> TokenStream {
     let args = local("args", Span::call_site());
     let body_fn = body_fn(model, &body);
 
-    let ret = quote_spanned! {output.span()=>
-        ::dbos_runtime::WorkflowCall<
-            <#output as ::dbos_runtime::__private::IsResult>::Ok,
-            <#output as ::dbos_runtime::__private::IsResult>::Err,
-        >
-    };
+    let ret = workflow_call_type(output);
     let inputs = params.iter().map(|Param { ident, arg }| {
         let ty = &arg.ty;
         quote!(#ident: #ty)
@@ -108,6 +106,41 @@ fn workflow(model: &Model) -> TokenStream {
             ::dbos_runtime::__private::workflow_call(#name, #args, #body(#(#idents),*))
         }
         #registration
+    }
+}
+
+/// `WorkflowCall<T, E>` for `-> R`: read off `Result<T, E>` as written, so signatures (and
+/// rustdoc) stay readable; projected through `IsResult` for an alias such as `io::Result<T>`.
+fn workflow_call_type(output: &Type) -> TokenStream {
+    // Located at `R` for errors, but marked as generated so lints such as
+    // `clippy::type_complexity` judge the user's type, not the wrapper's.
+    let at = Span::call_site().located_at(output.span());
+    match result_args(output) {
+        Some((ok, err)) => quote_spanned!(at=> ::dbos_runtime::WorkflowCall<#ok, #err>),
+        None => quote_spanned! {at=>
+            ::dbos_runtime::WorkflowCall<
+                <#output as ::dbos_runtime::__private::IsResult>::Ok,
+                <#output as ::dbos_runtime::__private::IsResult>::Err,
+            >
+        },
+    }
+}
+
+/// `T` and `E` of a return type written `Result<T, E>` (any path ending in `Result`).
+fn result_args(output: &Type) -> Option<(&Type, &Type)> {
+    let Type::Path(path) = output else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    match (
+        last.ident == "Result",
+        args.args.iter().collect::<Vec<_>>().as_slice(),
+    ) {
+        (true, [GenericArgument::Type(ok), GenericArgument::Type(err)]) => Some((ok, err)),
+        _ => None,
     }
 }
 

@@ -323,7 +323,15 @@ impl Model {
                         sig.inputs.iter().skip(1).any(
                             |arg| matches!(arg, FnArg::Typed(arg) if is_mut_ref_to_path(&arg.ty)),
                         );
-                    if !later_tx {
+                    if names_tx(&first.ty) {
+                        errors.push_spanned(
+                            &first.ty,
+                            "the transaction parameter must be `&mut Tx`: the runtime keeps the \
+                             transaction, lends it to the body, and commits it together with the \
+                             recorded result once the body returns; write `tx: &mut Tx`",
+                        );
+                        inputs.next();
+                    } else if !later_tx {
                         errors.push_spanned(
                             first,
                             "#[transaction] needs `tx: &mut Tx` as its first parameter; the \
@@ -367,7 +375,12 @@ impl Model {
             }
             check_param_type(kind, &self.step, &arg.ty, &mut errors);
             let ident = match &*arg.pat {
-                Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                // `_name` says "unused", but the wrapper uses it: give it a generated name.
+                Pat::Ident(pat)
+                    if pat.by_ref.is_none()
+                        && pat.subpat.is_none()
+                        && !pat.ident.to_string().starts_with('_') =>
+                {
                     pat.ident.clone()
                 }
                 _ => format_ident!(
@@ -464,6 +477,11 @@ fn is_mut_ref_to_path(ty: &Type) -> bool {
         }
         _ => false,
     }
+}
+
+/// `Tx`, `&Tx`, `Box<Tx>`…: a type that mentions `Tx` but is not `&mut Tx`.
+fn names_tx(ty: &Type) -> bool {
+    mentions(ty.to_token_stream(), &|ident| ident == "Tx")
 }
 
 fn generic_type_names(sig: &Signature) -> Vec<Ident> {

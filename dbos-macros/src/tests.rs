@@ -543,9 +543,26 @@ fn transactions_need_tx_first() {
         Kind::Transaction,
         quote!(),
         quote!(
-            async fn t(tx: &Tx) -> R {}
+            async fn t(id: &str) -> R {}
         ),
         &[needs],
+    );
+    let by_ref = "the transaction parameter must be `&mut Tx`";
+    assert_error(
+        Kind::Transaction,
+        quote!(),
+        quote!(
+            async fn t(tx: &Tx) -> R {}
+        ),
+        &[by_ref],
+    );
+    assert_error(
+        Kind::Transaction,
+        quote!(),
+        quote!(
+            async fn t(tx: Tx, a: A) -> R {}
+        ),
+        &[by_ref],
     );
     assert_error(
         Kind::Transaction,
@@ -715,7 +732,7 @@ fn a_failed_expansion_hands_the_function_back() {
 #[test]
 fn generated_parameter_names_replace_patterns_only() {
     let item = quote!(
-        async fn s(a: A, mut b: B, (c, d): (C, D), _: E, ref f: F) -> R {}
+        async fn s(a: A, mut b: B, (c, d): (C, D), _: E, ref f: F, _g: G) -> R {}
     );
     let model = model(Kind::Step, quote!(), item).unwrap();
     let names: Vec<String> = model
@@ -725,7 +742,14 @@ fn generated_parameter_names_replace_patterns_only() {
         .collect();
     assert_eq!(
         names,
-        ["a", "b", "__dbos_arg2", "__dbos_arg3", "__dbos_arg4"]
+        [
+            "a",
+            "b",
+            "__dbos_arg2",
+            "__dbos_arg3",
+            "__dbos_arg4",
+            "__dbos_arg5"
+        ]
     );
 }
 

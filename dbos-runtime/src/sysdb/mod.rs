@@ -270,7 +270,7 @@ impl Queries {
                  RETURNING completed_at_epoch_ms, function_name, child_workflow_id"
             ),
             load_steps: format!(
-                "SELECT function_id, function_name, output, error, child_workflow_id, serialization, \
+                "SELECT function_id, function_name, output, error, child_workflow_id, serialization \
                  FROM {p}operation_outputs WHERE workflow_uuid = $1"
             ),
             recover_pending: format!(
