@@ -57,6 +57,19 @@ fn emit(model: &Model) -> TokenStream {
     }
 }
 
+/// Where errors about `-> R` are reported: at the user's return type, marked as generated code.
+/// Every use shares this span, so rustc merges identical errors from different checks.
+fn output_span(model: &Model) -> Span {
+    Span::call_site().located_at(model.output.span())
+}
+
+/// `ident`, resolved as before but reported at `at`.
+fn relocated(ident: &Ident, at: Span) -> Ident {
+    let mut ident = ident.clone();
+    ident.set_span(ident.span().located_at(at));
+    ident
+}
+
 /// A generated identifier: `__dbos_<name>`, invisible to the user's code, reported at `at`.
 fn local(name: &str, at: Span) -> Ident {
     format_ident!("__dbos_{}", name, span = Span::mixed_site().located_at(at))
@@ -89,11 +102,14 @@ fn workflow(model: &Model) -> TokenStream {
     });
     let output_asserts = output_asserts(model);
     let mutability = (!params.is_empty()).then(|| quote!(mut));
-    let pushes = params
-        .iter()
-        .map(|Param { ident, arg }| quote_spanned!(arg.ty.span()=> #args.push(&#ident);));
+    let pushes = params.iter().map(|Param { ident, arg }| {
+        let ident = relocated(ident, arg.ty.span());
+        quote_spanned!(arg.ty.span()=> #args.push(&#ident);)
+    });
     let idents = params.iter().map(|param| &param.ident);
     let registration = workflow_registration(model, &name);
+    let workflow_call =
+        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::workflow_call);
 
     quote! {
         #(#attrs)*
@@ -103,7 +119,7 @@ fn workflow(model: &Model) -> TokenStream {
             #body_fn
             let #mutability #args = ::dbos_runtime::__private::ArgsEncoder::new();
             #(#pushes)*
-            ::dbos_runtime::__private::workflow_call(#name, #args, #body(#(#idents),*))
+            #workflow_call(#name, #args, #body(#(#idents),*))
         }
         #registration
     }
@@ -163,6 +179,7 @@ fn workflow_registration(model: &Model, name: &TokenStream) -> TokenStream {
         }
     });
     let cfgs = cfgs(&model.attrs);
+    let erase = quote_spanned!(output_span(model)=> ::dbos_runtime::__private::erase);
     quote! {
         #(#cfgs)*
         const _: () = {
@@ -172,7 +189,7 @@ fn workflow_registration(model: &Model, name: &TokenStream) -> TokenStream {
                 #checks
                 #(#decode)*
                 #inputs.finish()?;
-                ::core::result::Result::Ok(::dbos_runtime::__private::erase(#ident(#(#values),*)))
+                ::core::result::Result::Ok(#erase(#ident(#(#values),*)))
             }
             #entry
             #schedule
@@ -195,12 +212,13 @@ fn step(model: &Model) -> TokenStream {
         Vec::new()
     };
     let call = if model.step.retries() {
+        let run_step = quote_spanned!(output_span(model)=> ::dbos_runtime::__private::run_step);
         let clones = clones(params);
         let max_attempts = model.step.max_attempts;
         let interval_secs = model.step.interval_secs;
         let backoff = model.step.backoff;
         quote! {
-            ::dbos_runtime::__private::run_step(
+            #run_step(
                 #name,
                 ::dbos_runtime::__private::StepOptions {
                     max_attempts: #max_attempts,
@@ -213,7 +231,9 @@ fn step(model: &Model) -> TokenStream {
         }
     } else {
         let idents = params.iter().map(|param| &param.ident);
-        quote!(::dbos_runtime::__private::run_step_once(#name, #body(#(#idents),*)).await)
+        let run_step_once =
+            quote_spanned!(output_span(model)=> ::dbos_runtime::__private::run_step_once);
+        quote!(#run_step_once(#name, #body(#(#idents),*)).await)
     };
     quote! {
         #(#attrs)*
@@ -256,6 +276,8 @@ fn transaction(model: &Model) -> TokenStream {
         }
     };
     let read_only = model.tx_options.read_only;
+    let run_transaction =
+        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::run_transaction);
     let registration = scheduled_transaction(model);
     quote! {
         #(#attrs)*
@@ -263,7 +285,7 @@ fn transaction(model: &Model) -> TokenStream {
             #output_asserts
             #(#clone_asserts)*
             #body_fn
-            ::dbos_runtime::__private::run_transaction(
+            #run_transaction(
                 #name,
                 ::dbos_runtime::__private::TxOptions {
                     isolation: #isolation,
@@ -297,6 +319,9 @@ fn scheduled_transaction(model: &Model) -> Option<TokenStream> {
     let checks = schedule_checks(model);
     let entry = entry(ident.span(), &temp, &resume);
     let cfgs = cfgs(&model.attrs);
+    let erase = quote_spanned!(output_span(model)=> ::dbos_runtime::__private::erase);
+    let workflow_call =
+        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::workflow_call);
     Some(quote! {
         #(#cfgs)*
         const _: () = {
@@ -308,9 +333,7 @@ fn scheduled_transaction(model: &Model) -> Option<TokenStream> {
                 #inputs.finish()?;
                 let mut #args = ::dbos_runtime::__private::ArgsEncoder::new();
                 #(#args.push(&#values);)*
-                ::core::result::Result::Ok(::dbos_runtime::__private::erase(
-                    ::dbos_runtime::__private::workflow_call(#temp, #args, #ident(#(#values),*)),
-                ))
+                ::core::result::Result::Ok(#erase(#workflow_call(#temp, #args, #ident(#(#values),*))))
             }
             #entry
             ::dbos_runtime::__private::inventory::submit! {
@@ -386,7 +409,7 @@ fn wrapper_sig(model: &Model) -> Signature {
 fn output_asserts(model: &Model) -> Option<TokenStream> {
     let output = &model.output;
     model.is_concrete(output).then(|| {
-        quote_spanned! {output.span()=>
+        quote_spanned! {output_span(model)=>
             ::dbos_runtime::__private::assert_output::<
                 <#output as ::dbos_runtime::__private::IsResult>::Ok,
             >();
@@ -412,7 +435,10 @@ fn clone_asserts(model: &Model) -> Vec<TokenStream> {
 }
 
 fn clones(params: &[Param]) -> Vec<TokenStream> {
-    let clone = |Param { ident, arg }: &Param| quote_spanned!(arg.ty.span()=> ::core::clone::Clone::clone(&#ident));
+    let clone = |Param { ident, arg }: &Param| {
+        let ident = relocated(ident, arg.ty.span());
+        quote_spanned!(arg.ty.span()=> ::core::clone::Clone::clone(&#ident))
+    };
     params.iter().map(clone).collect()
 }
 

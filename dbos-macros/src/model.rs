@@ -740,8 +740,9 @@ impl Stacked {
         }
         errors.finish()?;
         let Some(host) = host else {
+            let (fn_token, ident) = (&func.sig.fn_token, &func.sig.ident);
             return Err(syn::Error::new_spanned(
-                &func.sig,
+                quote::quote!(#fn_token #ident),
                 "#[scheduled] goes on a #[workflow] or #[transaction]: each tick starts the \
                  function as a workflow, recorded so that it fires once; add #[workflow] \
                  (or #[transaction]) to this function",

@@ -71,6 +71,10 @@ impl TestDb {
                     .execute(&mut conn)
                     .await
                     .expect("drop the old test database");
+                sqlx::raw_sql(&format!("CREATE DATABASE \"{db}\""))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
                 TestDb { url: format!("{server}/{db}"), backend, dir: None }
             }
         }
@@ -150,11 +154,30 @@ impl Inspect {
     /// Runs a query returning rows of text columns (NULL as None).
     pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         use sqlx::Row;
+        fn cell<R: Row>(r: &R, i: usize) -> Option<String>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            i32: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            bool: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+        {
+            if let Ok(v) = r.try_get::<Option<String>, _>(i) {
+                return v;
+            }
+            if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
+                return v.map(|v| v.to_string());
+            }
+            if let Ok(v) = r.try_get::<Option<i32>, _>(i) {
+                return v.map(|v| v.to_string());
+            }
+            r.try_get::<Option<bool>, _>(i).ok().flatten().map(|v| v.to_string())
+        }
         macro_rules! collect {
             ($rows:expr) => {
                 $rows
                     .iter()
-                    .map(|r| (0..r.columns().len()).map(|i| r.try_get::<Option<String>, _>(i).unwrap_or_else(|_| r.try_get::<Option<i64>, _>(i).ok().flatten().map(|v| v.to_string()))).collect())
+                    .map(|r| (0..r.columns().len()).map(|i| cell(r, i)).collect())
                     .collect()
             };
         }

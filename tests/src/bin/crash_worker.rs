@@ -61,11 +61,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let workflows: u32 = std::env::var("WORKFLOWS").unwrap_or_else(|_| "40".into()).parse()?;
     let _ = STEP_MAX_MS.set(std::env::var("STEP_MAX_MS").unwrap_or_else(|_| "10".into()).parse()?);
     let ddl = "CREATE TABLE IF NOT EXISTS side_effects (workflow_id TEXT NOT NULL, step INTEGER NOT NULL, pid BIGINT NOT NULL)";
-    DBOS::launch(DbosConfig::new("crash-worker").with_database_url(&url)).await?;
+    // The side-effect pool must exist before launch: recovery resumes workflows at once.
     let pool = if url.starts_with("sqlite") {
         let p = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(url.parse::<sqlx::sqlite::SqliteConnectOptions>()?.busy_timeout(Duration::from_secs(30)))
+            .connect_with(url.parse::<sqlx::sqlite::SqliteConnectOptions>()?.create_if_missing(true).busy_timeout(Duration::from_secs(30)))
             .await?;
         sqlx::query(ddl).execute(&p).await?;
         Pool::Sqlite(p)
@@ -75,6 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Pool::Postgres(p)
     };
     let _ = POOL.set(pool);
+    DBOS::launch(DbosConfig::new("crash-worker").with_database_url(&url)).await?;
     // At most CONCURRENCY of our own starts run at once, so the work spans many kills.
     let concurrency: usize = std::env::var("CONCURRENCY").unwrap_or_else(|_| "8".into()).parse()?;
     let mut running = std::collections::VecDeque::new();

@@ -1,0 +1,8 @@
+use dbos_runtime::prelude::*;
+
+#[workflow(retries = 3)]
+async fn checkout(order_id: u64) -> Result<u64, Error> {
+    Ok(order_id)
+}
+
+fn main() {}
