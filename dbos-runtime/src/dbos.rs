@@ -24,6 +24,9 @@ pub(crate) struct Inner {
     running: Mutex<HashMap<String, AbortHandle>>,
     /// Background loops: dispatcher, scheduler, listener.
     background: Mutex<Vec<AbortHandle>>,
+    /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
+    /// (an actix-web worker thread, say).
+    tokio: tokio::runtime::Handle,
 }
 
 /// A launched runtime: the database, the registry and the background tasks.
@@ -68,18 +71,15 @@ impl Runtime {
             dispatch_wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             background: Mutex::new(Vec::new()),
+            tokio: tokio::runtime::Handle::current(),
         }));
         rt.db().insert_app_version().await?;
         let weak = Arc::downgrade(&rt.0);
         let listener = rt
             .db()
-            .listen(move |channel, payload| {
+            .listen(rt.notifier().waiting(), move |change| {
                 if let Some(inner) = weak.upgrade() {
-                    let key = match channel {
-                        "dbos_notifications_channel" => format!("m:{payload}"),
-                        _ => format!("e:{payload}"),
-                    };
-                    inner.notifier.notify(&key);
+                    inner.notifier.on_change(change);
                 }
             })
             .await?;
@@ -150,14 +150,13 @@ impl Runtime {
         &self.0.registry
     }
 
-    /// The safety-net poll of waiters: Postgres wakes them by NOTIFY, so rarely; SQLite once a
-    /// second (another process may write the file).
-    pub(crate) fn poll_interval(&self) -> Duration {
-        if self.0.db.sys_backend().is_postgres() {
-            Duration::from_secs(10)
-        } else {
-            Duration::from_secs(1)
-        }
+    /// Spawns a task on the runtime's own tokio runtime.
+    pub(crate) fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.tokio.spawn(fut)
     }
 
     pub(crate) fn wake_dispatcher(&self) {
@@ -357,16 +356,7 @@ impl DBOS {
     /// Sleeps durably: in a workflow the wake-up time is recorded, so a workflow recovered after
     /// a crash sleeps only the remainder. Elsewhere it is a plain sleep.
     pub async fn sleep(duration: Duration) -> Result<()> {
-        match crate::context::position()? {
-            crate::context::Position::Workflow(rt, ctx) if !duration.is_zero() => {
-                let n = ctx.next_id();
-                let wake = crate::sleep::durable_deadline(&rt, &ctx, n, duration).await?;
-                tokio::time::sleep(crate::sleep::remaining(wake)).await;
-            }
-            crate::context::Position::Workflow(..) => {}
-            _ => tokio::time::sleep(duration).await,
-        }
-        Ok(())
+        crate::sleep::sleep(duration).await
     }
 
     /// Counters of the current runtime's database work.

@@ -62,7 +62,7 @@ pub(crate) async fn run_schedule(rt: Runtime, name: &'static str, expr: &'static
                 call.id = Some(tick_workflow_id(name, tick));
                 let rt2 = rt.clone();
                 // Start in the background so a slow insert never delays the next tick.
-                tokio::spawn(async move {
+                rt.spawn(async move {
                     let started = crate::context::scope(
                         crate::context::Current { rt: rt2, wf: None, in_step: false },
                         start_erased(call, false),

@@ -422,7 +422,7 @@ pub(crate) fn spawn_execution(
     let current = Current { rt: rt.clone(), wf: Some(ctx), in_step: false };
     let rt2 = rt.clone();
     let task_id = id.clone();
-    let task = tokio::spawn(async move {
+    let task = rt.spawn(async move {
         let rt = rt2;
         let run = context::scope(current, AssertUnwindSafe(body).catch_unwind()).await;
         let finished = match run {
