@@ -108,8 +108,12 @@ fn workflow(model: &Model) -> TokenStream {
     });
     let idents = params.iter().map(|param| &param.ident);
     let registration = workflow_registration(model, &name);
-    let workflow_call =
-        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::workflow_call);
+    // The body's future is reported at the fn's name (`Send` errors), the call at `-> R`.
+    let body_call =
+        quote_spanned!(Span::call_site().located_at(ident.span())=> #body(#(#idents),*));
+    let call = quote_spanned! {output_span(model)=>
+        ::dbos_runtime::__private::workflow_call(#name, #args, #body_call)
+    };
 
     quote! {
         #(#attrs)*
@@ -119,7 +123,7 @@ fn workflow(model: &Model) -> TokenStream {
             #body_fn
             let #mutability #args = ::dbos_runtime::__private::ArgsEncoder::new();
             #(#pushes)*
-            #workflow_call(#name, #args, #body(#(#idents),*))
+            #call
         }
         #registration
     }
@@ -179,7 +183,8 @@ fn workflow_registration(model: &Model, name: &TokenStream) -> TokenStream {
         }
     });
     let cfgs = cfgs(&model.attrs);
-    let erase = quote_spanned!(output_span(model)=> ::dbos_runtime::__private::erase);
+    let resumed =
+        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::erase(#ident(#(#values),*)));
     quote! {
         #(#cfgs)*
         const _: () = {
@@ -189,7 +194,7 @@ fn workflow_registration(model: &Model, name: &TokenStream) -> TokenStream {
                 #checks
                 #(#decode)*
                 #inputs.finish()?;
-                ::core::result::Result::Ok(#erase(#ident(#(#values),*)))
+                ::core::result::Result::Ok(#resumed)
             }
             #entry
             #schedule
@@ -212,13 +217,12 @@ fn step(model: &Model) -> TokenStream {
         Vec::new()
     };
     let call = if model.step.retries() {
-        let run_step = quote_spanned!(output_span(model)=> ::dbos_runtime::__private::run_step);
         let clones = clones(params);
         let max_attempts = model.step.max_attempts;
         let interval_secs = model.step.interval_secs;
         let backoff = model.step.backoff;
-        quote! {
-            #run_step(
+        quote_spanned! {output_span(model)=>
+            ::dbos_runtime::__private::run_step(
                 #name,
                 ::dbos_runtime::__private::StepOptions {
                     max_attempts: #max_attempts,
@@ -231,9 +235,9 @@ fn step(model: &Model) -> TokenStream {
         }
     } else {
         let idents = params.iter().map(|param| &param.ident);
-        let run_step_once =
-            quote_spanned!(output_span(model)=> ::dbos_runtime::__private::run_step_once);
-        quote!(#run_step_once(#name, #body(#(#idents),*)).await)
+        quote_spanned! {output_span(model)=>
+            ::dbos_runtime::__private::run_step_once(#name, #body(#(#idents),*)).await
+        }
     };
     quote! {
         #(#attrs)*
@@ -276,8 +280,17 @@ fn transaction(model: &Model) -> TokenStream {
         }
     };
     let read_only = model.tx_options.read_only;
-    let run_transaction =
-        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::run_transaction);
+    let call = quote_spanned! {output_span(model)=>
+        ::dbos_runtime::__private::run_transaction(
+            #name,
+            ::dbos_runtime::__private::TxOptions {
+                isolation: #isolation,
+                read_only: #read_only,
+            },
+            move |#tx| ::std::boxed::Box::pin(#body(#tx, #(#clones),*)),
+        )
+        .await
+    };
     let registration = scheduled_transaction(model);
     quote! {
         #(#attrs)*
@@ -285,15 +298,7 @@ fn transaction(model: &Model) -> TokenStream {
             #output_asserts
             #(#clone_asserts)*
             #body_fn
-            #run_transaction(
-                #name,
-                ::dbos_runtime::__private::TxOptions {
-                    isolation: #isolation,
-                    read_only: #read_only,
-                },
-                move |#tx| ::std::boxed::Box::pin(#body(#tx, #(#clones),*)),
-            )
-            .await
+            #call
         }
         #registration
     }
@@ -319,9 +324,11 @@ fn scheduled_transaction(model: &Model) -> Option<TokenStream> {
     let checks = schedule_checks(model);
     let entry = entry(ident.span(), &temp, &resume);
     let cfgs = cfgs(&model.attrs);
-    let erase = quote_spanned!(output_span(model)=> ::dbos_runtime::__private::erase);
-    let workflow_call =
-        quote_spanned!(output_span(model)=> ::dbos_runtime::__private::workflow_call);
+    let resumed = quote_spanned! {output_span(model)=>
+        ::dbos_runtime::__private::erase(
+            ::dbos_runtime::__private::workflow_call(#temp, #args, #ident(#(#values),*)),
+        )
+    };
     Some(quote! {
         #(#cfgs)*
         const _: () = {
@@ -333,7 +340,7 @@ fn scheduled_transaction(model: &Model) -> Option<TokenStream> {
                 #inputs.finish()?;
                 let mut #args = ::dbos_runtime::__private::ArgsEncoder::new();
                 #(#args.push(&#values);)*
-                ::core::result::Result::Ok(#erase(#workflow_call(#temp, #args, #ident(#(#values),*))))
+                ::core::result::Result::Ok(#resumed)
             }
             #entry
             ::dbos_runtime::__private::inventory::submit! {
