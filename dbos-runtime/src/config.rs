@@ -30,6 +30,17 @@ pub struct DbosConfig {
     pub sqlite_synchronous_full: bool,
     /// Postgres only: the maximum connections of the pool.
     pub max_connections: u32,
+    /// Whether `#[scheduled]` functions catch up on ticks missed while no process ran.
+    ///
+    /// `None` (the default, as in DBOS): missed ticks are skipped; the schedule resumes at the
+    /// next tick after launch. `Some(n)`: at launch each schedule finds its last recorded tick
+    /// (the newest `sched-<name>-<time>` workflow in the system database) and starts the ticks
+    /// missed since then, oldest first, at most `n` of them (at most
+    /// [`DbosConfig::MAX_SCHEDULER_CATCH_UP`]); later missed ticks are skipped. A schedule that
+    /// never ran has nothing to catch up on. Caught-up ticks get their own scheduled time and
+    /// the launch time as actual time, and the same IDs as live ticks, so several processes
+    /// catching up at once still run each tick once.
+    pub scheduler_catch_up: Option<u32>,
 }
 
 impl DbosConfig {
@@ -48,7 +59,18 @@ impl DbosConfig {
             system_schema: "dbos".to_owned(),
             sqlite_synchronous_full: false,
             max_connections: 16,
+            scheduler_catch_up: None,
         }
+    }
+
+    /// The largest [`DbosConfig::scheduler_catch_up`]: bounds the burst of work at launch.
+    pub const MAX_SCHEDULER_CATCH_UP: u32 = 10_000;
+
+    /// Catches up on at most `max_ticks` missed ticks per schedule at launch (see
+    /// [`DbosConfig::scheduler_catch_up`]).
+    pub fn with_scheduler_catch_up(mut self, max_ticks: u32) -> Self {
+        self.scheduler_catch_up = Some(max_ticks);
+        self
     }
 
     /// Like [`DbosConfig::new`], then reads `DBOS_DATABASE_URL`, `DBOS_SYSTEM_DATABASE_URL`,
@@ -98,6 +120,14 @@ impl DbosConfig {
         if self.max_recovery_attempts < 0 {
             return Err(Error::Config("max_recovery_attempts must be ≥ 0".into()));
         }
+        if let Some(n) = self.scheduler_catch_up {
+            if n > Self::MAX_SCHEDULER_CATCH_UP {
+                return Err(Error::Config(format!(
+                    "scheduler_catch_up is {n}; at most {} missed ticks per schedule can be caught up",
+                    Self::MAX_SCHEDULER_CATCH_UP
+                )));
+            }
+        }
         DatabaseUrl::parse(&self.database_url)?;
         if let Some(url) = &self.system_database_url {
             DatabaseUrl::parse(url)?;
@@ -114,6 +144,22 @@ impl DbosConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// The URL with any password replaced by `***`, for error messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{userinfo}@{host}")
+            }
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -148,7 +194,7 @@ impl DatabaseUrl {
         } else if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
             trimmed
                 .parse::<sqlx::postgres::PgConnectOptions>()
-                .map_err(|e| Error::Config(format!("malformed Postgres URL {url:?}: {e}")))?;
+                .map_err(|e| Error::Config(format!("malformed Postgres URL {:?}: {e}", redact_url(url))))?;
             Ok(DatabaseUrl::Postgres(trimmed.to_owned()))
         } else {
             Err(Error::Config(format!(
@@ -170,6 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn scheduler_catch_up_is_off_by_default_and_bounded() {
+        let cfg = DbosConfig::new("app");
+        assert_eq!(cfg.scheduler_catch_up, None);
+        cfg.clone()
+            .with_scheduler_catch_up(DbosConfig::MAX_SCHEDULER_CATCH_UP)
+            .validate()
+            .unwrap();
+        let err = cfg
+            .with_scheduler_catch_up(DbosConfig::MAX_SCHEDULER_CATCH_UP + 1)
+            .validate()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Config(_)) && err.to_string().contains("scheduler_catch_up"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_urls_are_config_errors_naming_the_url() {
         for url in ["mysql://x", "", "sqlite://", "postgres://u@h:notaport/db"] {
             let err = DatabaseUrl::parse(url).unwrap_err();
@@ -178,6 +242,8 @@ mod tests {
                 assert!(err.to_string().contains(url), "{err}");
             }
         }
+        let err = DatabaseUrl::parse("postgres://u:secret@h:notaport/db").unwrap_err().to_string();
+        assert!(!err.contains("secret") && err.contains("u:***@h"), "{err}");
         assert!(matches!(
             DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/x"),
             Ok(DatabaseUrl::Postgres(_))

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 pub(crate) struct Inner {
     cfg: DbosConfig,
@@ -22,8 +22,8 @@ pub(crate) struct Inner {
     dispatch_wake: Notify,
     /// Workflow executions running in this process.
     running: Mutex<HashMap<String, AbortHandle>>,
-    /// Background loops: dispatcher, scheduler, listener.
-    background: Mutex<Vec<AbortHandle>>,
+    /// Background loops: listener, dispatcher, schedules; `shutdown` aborts and awaits them.
+    background: Mutex<Vec<JoinHandle<()>>>,
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
@@ -84,14 +84,14 @@ impl Runtime {
             })
             .await?;
         if let Some(l) = listener {
-            rt.keep(l.abort_handle());
+            rt.keep(l);
         }
         crate::recovery::recover_pending(&rt).await?;
         let dispatcher = tokio::spawn(crate::recovery::dispatch_loop(rt.clone()));
-        rt.keep(dispatcher.abort_handle());
+        rt.keep(dispatcher);
         for &(name, cron) in &rt.0.registry.schedules {
             let task = tokio::spawn(crate::scheduler::run_schedule(rt.clone(), name, cron));
-            rt.keep(task.abort_handle());
+            rt.keep(task);
         }
         Ok(rt)
     }
@@ -108,9 +108,14 @@ impl Runtime {
     /// Stops the background tasks and running workflows (which stay PENDING and are recovered
     /// at the next launch) and closes the database pools.
     pub async fn shutdown(&self) {
-        let tasks: Vec<AbortHandle> = lock(&self.0.background).drain(..).collect();
-        for t in tasks {
+        let tasks: Vec<JoinHandle<()>> = lock(&self.0.background).drain(..).collect();
+        for t in &tasks {
             t.abort();
+        }
+        // Wait until each has stopped at an `.await`: no tick or claim of this runtime is in
+        // progress after this, and none starts a workflow after `running` is drained below.
+        for t in tasks {
+            let _ = t.await;
         }
         let running: Vec<AbortHandle> = lock(&self.0.running).drain().map(|(_, h)| h).collect();
         for t in running {
@@ -178,7 +183,7 @@ impl Runtime {
         lock(&self.0.running).remove(id);
     }
 
-    fn keep(&self, handle: AbortHandle) {
+    fn keep(&self, handle: JoinHandle<()>) {
         lock(&self.0.background).push(handle);
     }
 }
@@ -204,17 +209,26 @@ impl DBOS {
             return Err(Error::AlreadyLaunched);
         }
         let rt = Runtime::launch(cfg).await?;
-        let mut g = match GLOBAL.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
+        let lost_race = {
+            let mut g = match GLOBAL.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            match *g {
+                Some(_) => Some(rt),
+                None => {
+                    *g = Some(rt);
+                    None
+                }
+            }
         };
-        if g.is_some() {
-            drop(g);
-            rt.shutdown().await;
-            return Err(Error::AlreadyLaunched);
+        match lost_race {
+            Some(rt) => {
+                rt.shutdown().await;
+                Err(Error::AlreadyLaunched)
+            }
+            None => Ok(()),
         }
-        *g = Some(rt);
-        Ok(())
     }
 
     /// Shuts the global runtime down; running workflows stay PENDING and resume at the next launch.
@@ -326,7 +340,8 @@ impl DBOS {
     /// what remains.
     ///
     /// # Errors
-    /// [`Error::NotInWorkflow`] outside a workflow body.
+    /// [`Error::NotInWorkflow`] outside a workflow, [`Error::InStep`] inside a step, and
+    /// [`Error::ConcurrentExecution`] while another `recv` of this workflow waits on `topic`.
     pub async fn recv<'a, T: DeserializeOwned>(
         topic: impl Into<Option<&'a str>>,
         timeout: Duration,

@@ -126,6 +126,9 @@ pub enum Error {
     /// The workflow or step body panicked.
     #[error("panicked: {0}")]
     Panic(String),
+    /// The commit of a batch of SQLite writes failed; none of its operations took effect.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
     /// A recorded error, replayed: the original was a framework error with this name and message.
     #[error("{0}")]
     Recorded(PortableError),
@@ -166,6 +169,7 @@ impl Error {
             Error::UnsupportedSerialization(_) => "UnsupportedSerialization",
             Error::BadInputs(_) => "BadInputs",
             Error::Panic(_) => "Panic",
+            Error::CommitFailed(_) => "CommitFailed",
             Error::Recorded(p) => &p.name,
         }
     }

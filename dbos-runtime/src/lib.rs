@@ -66,7 +66,9 @@ pub use error::{Error, PortableError, Result, WorkflowError};
 pub use metrics::MetricsSnapshot;
 pub use scheduler::tick_workflow_id;
 pub use step::StepOptions;
-pub use sysdb::{FromRow, Param, Tx, TxQuery};
+pub use sysdb::{FromRow, Numeric, Param, Tx, TxQuery};
+/// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
+pub use rust_decimal::Decimal;
 pub use transaction::{Isolation, TxOptions};
 pub use workflow::{WorkflowCall, WorkflowHandle, WorkflowStatus};
 

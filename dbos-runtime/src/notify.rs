@@ -1,27 +1,66 @@
 //! In-process wake-ups: a writer notifies a key, every task waiting on that key wakes.
+//!
+//! Waiting is event-driven. A local write wakes the waiters of its key at once; the backend's
+//! change feed (Postgres `LISTEN`, or the SQLite `data_version` watcher) wakes them for writes
+//! made elsewhere. Each waiter also re-checks the database every [`SAFETY_NET`], the slow net
+//! under a lost notification; nothing polls while nothing waits.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::Notify;
+use crate::error::Result;
+use crate::sysdb::Change;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
+
+/// How often a waiter re-checks the database when nothing wakes it (SYSDB rule 15: at least
+/// every 60 s while a change feed runs).
+pub(crate) const SAFETY_NET: Duration = Duration::from_secs(60);
 
 /// Keys are `m:<workflow>::<topic>` (messages), `e:<workflow>::<key>` (events) and
 /// `d:<workflow>` (completion).
-#[derive(Default)]
 pub(crate) struct Notifier {
-    map: Mutex<HashMap<String, Weak<Notify>>>,
+    keys: Mutex<Keys>,
+    /// Wakes every waiter: the database changed in a way no key names.
+    everyone: Notify,
+    /// How many [`Waiter`]s exist; the SQLite watcher runs only while this is non-zero.
+    waiting: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct Keys {
+    map: HashMap<String, Weak<Notify>>,
+    /// Keys held by a `recv` (one receiver per workflow and topic).
+    claimed: HashSet<String>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            keys: Mutex::new(Keys::default()),
+            everyone: Notify::new(),
+            waiting: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Notifier {
+    fn keys(&self) -> MutexGuard<'_, Keys> {
+        match self.keys.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
     /// The wake-up for `key`; hold it (and enable a `notified()` future) before checking the
     /// database, so a write in between is never missed.
     pub(crate) fn subscribe(&self, key: &str) -> Arc<Notify> {
-        let mut map = match self.map.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(n) = map.get(key).and_then(Weak::upgrade) {
+        let mut keys = self.keys();
+        if let Some(n) = keys.map.get(key).and_then(Weak::upgrade) {
             return n;
         }
+        let map = &mut keys.map;
         if map.len() >= 1024 && map.len().is_power_of_two() {
             map.retain(|_, w| w.strong_count() > 0);
         }
@@ -30,17 +69,37 @@ impl Notifier {
         n
     }
 
+    /// A waiter on `key`, counted while it lives.
+    pub(crate) fn waiter(&self, key: String) -> Waiter<'_> {
+        let notify = self.subscribe(&key);
+        self.waiting.send_modify(|n| *n += 1);
+        Waiter {
+            notifier: self,
+            key,
+            notify: Some(notify),
+            claimed: false,
+        }
+    }
+
+    /// Like [`Notifier::waiter`], but the only one on `key` that claimed it; `None` while
+    /// another claim holds the key.
+    pub(crate) fn claim(&self, key: String) -> Option<Waiter<'_>> {
+        if !self.keys().claimed.insert(key.clone()) {
+            return None;
+        }
+        let mut w = self.waiter(key);
+        w.claimed = true;
+        Some(w)
+    }
+
     /// Wakes every task waiting on `key`.
     pub(crate) fn notify(&self, key: &str) {
         let n = {
-            let mut map = match self.map.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            match map.get(key).map(Weak::upgrade) {
+            let mut keys = self.keys();
+            match keys.map.get(key).map(Weak::upgrade) {
                 Some(Some(n)) => Some(n),
                 Some(None) => {
-                    map.remove(key);
+                    keys.map.remove(key);
                     None
                 }
                 None => None,
@@ -49,6 +108,95 @@ impl Notifier {
         if let Some(n) = n {
             n.notify_waiters();
         }
+    }
+
+    /// Wakes every [`Waiter`], whatever its key, to re-check the database.
+    pub(crate) fn notify_all(&self) {
+        self.everyone.notify_waiters();
+    }
+
+    /// Applies what the database's change feed reported.
+    pub(crate) fn on_change(&self, change: Change<'_>) {
+        match change {
+            Change::Message(payload) => self.notify(&format!("m:{payload}")),
+            Change::Event(payload) => self.notify(&format!("e:{payload}")),
+            Change::Unknown => self.notify_all(),
+        }
+    }
+
+    /// The number of live [`Waiter`]s, watched by the SQLite change watcher.
+    pub(crate) fn waiting(&self) -> watch::Receiver<usize> {
+        self.waiting.subscribe()
+    }
+}
+
+/// A task waiting for `key`; it is counted (and holds its claim) until dropped.
+pub(crate) struct Waiter<'a> {
+    notifier: &'a Notifier,
+    key: String,
+    notify: Option<Arc<Notify>>,
+    claimed: bool,
+}
+
+impl Waiter<'_> {
+    /// Runs `check` until it yields a value, or returns `None` once `deadline` has passed.
+    ///
+    /// `check` runs first at once, then after each wake-up of this key, after each wake-up of
+    /// every waiter, and at least every [`SAFETY_NET`]; the wake-ups are armed before each
+    /// check, so a write that lands during the check is never missed.
+    pub(crate) async fn until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut check: F,
+    ) -> Result<Option<T>>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Option<T>>>,
+    {
+        let Some(notify) = &self.notify else {
+            return Ok(None);
+        };
+        loop {
+            let mine = notify.notified();
+            let all = self.notifier.everyone.notified();
+            tokio::pin!(mine, all);
+            mine.as_mut().enable();
+            all.as_mut().enable();
+            if let Some(v) = check().await? {
+                return Ok(Some(v));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let nap = tokio::time::sleep_until(deadline.min(now + SAFETY_NET));
+            tokio::select! {
+                _ = mine => {}
+                _ = all => {}
+                _ = nap => {}
+            }
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut keys = self.notifier.keys();
+        if self.claimed {
+            keys.claimed.remove(&self.key);
+        }
+        drop(self.notify.take());
+        if keys
+            .map
+            .get(&self.key)
+            .is_some_and(|w| w.strong_count() == 0)
+        {
+            keys.map.remove(&self.key);
+        }
+        drop(keys);
+        self.notifier
+            .waiting
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -70,4 +218,76 @@ pub(crate) async fn wait(
     timeout: std::time::Duration,
 ) {
     let _ = tokio::time::timeout(timeout, notified).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_notify_during_the_check_is_not_missed() {
+        let n = Notifier::default();
+        let w = n.waiter("m:wf::t".into());
+        let mut calls = 0;
+        let got = w
+            .until(Instant::now() + Duration::from_secs(5), || {
+                calls += 1;
+                if calls == 1 {
+                    // The write lands after the waiter armed itself but before it sleeps.
+                    n.notify("m:wf::t");
+                }
+                let found = (calls == 2).then_some(calls);
+                async move { Ok(found) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(got, Some(2));
+    }
+
+    #[tokio::test]
+    async fn notify_all_wakes_every_key_and_the_deadline_ends_the_wait() {
+        let n = Arc::new(Notifier::default());
+        let n2 = n.clone();
+        let start = Instant::now();
+        let waiter = tokio::spawn(async move {
+            let w = n2.waiter("e:wf::k".into());
+            let mut checks = 0;
+            let got: Option<()> = w
+                .until(Instant::now() + Duration::from_millis(300), || {
+                    checks += 1;
+                    async { Ok(None) }
+                })
+                .await
+                .unwrap();
+            (got, checks)
+        });
+        let mut waiting = n.waiting();
+        waiting.wait_for(|c| *c == 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        n.notify_all();
+        let (got, checks) = waiter.await.unwrap();
+        assert_eq!(got, None);
+        assert_eq!(
+            checks, 3,
+            "one check at first, one after notify_all, a last one at the deadline"
+        );
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert_eq!(
+            *n.waiting().borrow(),
+            0,
+            "the waiter is uncounted once dropped"
+        );
+        assert!(n.keys().map.is_empty(), "no key is left behind");
+    }
+
+    #[test]
+    fn a_claimed_key_refuses_a_second_claim_until_released() {
+        let n = Notifier::default();
+        let first = n.claim("m:wf::t".into());
+        assert!(first.is_some());
+        assert!(n.claim("m:wf::t".into()).is_none());
+        assert!(n.claim("m:wf::other".into()).is_some());
+        drop(first);
+        assert!(n.claim("m:wf::t".into()).is_some());
+    }
 }

@@ -125,6 +125,7 @@ impl Inputs {
     }
 
     /// Decodes the next positional argument.
+    #[allow(clippy::should_implement_trait)] // fallible and typed per call: not an Iterator
     pub fn next<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
         let position = self.position;
         self.position += 1;

@@ -56,9 +56,12 @@ where
     T: Serialize + DeserializeOwned + Send,
     E: WorkflowError,
 {
-    let (rt, ctx) = match context::position().map_err(E::from)? {
-        Position::Outside(_) | Position::InStep(..) => return with_retries(name, opts, &mut body).await,
-        Position::Workflow(rt, ctx) => (rt, ctx),
+    let (rt, ctx) = match context::position() {
+        Ok(Position::Workflow(rt, ctx)) => (rt, ctx),
+        // Outside a workflow (even with no runtime launched) or inside a step: a plain call.
+        Ok(Position::Outside(_) | Position::InStep(..)) | Err(_) => {
+            return with_retries(name, opts, &mut body).await
+        }
     };
     let n = ctx.next_id();
     if let Some(row) = ctx.recorded(n, name).map_err(E::from)? {

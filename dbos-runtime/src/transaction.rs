@@ -1,10 +1,24 @@
 //! `#[transaction]`: the application's writes and their checkpoint in one commit.
+//!
+//! Inside a workflow a transaction is an operation at position `n` (SYSDB.md rule 19):
+//! - recorded already → replayed, the body does not run;
+//! - shared database (the default) → the body runs in a transaction on the application
+//!   database, and the `operation_outputs` row `n` is inserted in that same transaction: one
+//!   commit makes the writes and the checkpoint durable together;
+//! - separate system database → a `transaction_outputs` row in the application database plays
+//!   that part, and `operation_outputs` is written after the commit. A crash in between is
+//!   healed on replay: the transaction finds its `transaction_outputs` row first.
+//!
+//! A body `Err` (or panic) rolls back and is recorded, so replays return it without running
+//! the body. Serialization failures, deadlocks and SQLite busy errors roll back and retry the
+//! whole body with jittered exponential backoff. Outside a workflow a transaction is a plain
+//! database transaction: it commits once and records nothing.
 
 use crate::context::{self, Position, WfCtx};
 use crate::dbos::Runtime;
 use crate::error::{Error, WorkflowError};
 use crate::serialization::{self, PORTABLE_JSON};
-use crate::sysdb::{now_ms, StepWrite, Tx};
+use crate::sysdb::{now_ms, StepRow, StepWrite, Tx};
 use crate::workflow::{panic_message, replay_step, BoxFuture};
 use futures_util::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
@@ -12,228 +26,403 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Isolation level of a `#[transaction]` on Postgres. SQLite transactions are always serializable.
+/// Isolation level of a `#[transaction]` on Postgres. SQLite transactions are always
+/// serializable (one writer at a time), whatever is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
-    /// `SERIALIZABLE`: the default; conflicts are retried transparently.
+    /// `SERIALIZABLE`: the default. Concurrent transactions behave as if run one after the
+    /// other; the losers of a conflict are retried transparently.
     Serializable,
-    /// `REPEATABLE READ`.
+    /// `REPEATABLE READ`: a snapshot; concurrent updates of one row still conflict (and retry).
     RepeatableRead,
-    /// `READ COMMITTED`.
+    /// `READ COMMITTED`: each statement sees what is committed when it starts.
     ReadCommitted,
 }
 
-/// Options of a `#[transaction]`.
+/// Options of a `#[transaction]`: `#[transaction(isolation = "read_committed", read_only)]`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TxOptions {
     /// `None`: the default, `SERIALIZABLE` on Postgres.
     pub isolation: Option<Isolation>,
-    /// A read-only transaction (`READ ONLY` on Postgres; a reader connection on SQLite).
+    /// A read-only transaction: `READ ONLY` on Postgres, a reader connection on SQLite (it does
+    /// not wait for the writer). Its result is still recorded in a workflow, after it ends.
     pub read_only: bool,
 }
 
-/// How many times a conflicting transaction is retried before its conflict is returned.
-const MAX_CONFLICT_RETRIES: u32 = 60;
+/// Conflict retries before a transaction gives up and returns the conflict.
+const MAX_CONFLICT_RETRIES: u32 = 40;
+/// The first backoff, its growth and its ceiling (SYSDB.md rule 19).
+const FIRST_BACKOFF_SECS: f64 = 0.001;
+const BACKOFF_FACTOR: f64 = 1.5;
+const MAX_BACKOFF_SECS: f64 = 2.0;
 
-enum Attempt<T, E> {
-    Done(Result<T, E>),
-    Retry,
+tokio::task_local! {
+    /// Set while a transaction body runs: a nested `#[transaction]` is refused.
+    static IN_TRANSACTION: ();
 }
 
-/// Runs a transaction function. In a workflow: exactly once, its checkpoint committed with its
-/// writes. Elsewhere: once, in its own transaction, without a checkpoint.
-pub async fn run_transaction<T, E, F>(name: &'static str, opts: TxOptions, mut body: F) -> Result<T, E>
+/// What one attempt came to.
+enum Attempt<T, E> {
+    /// Final: return this.
+    Done(Result<T, E>),
+    /// Rolled back after a conflict; retry, or return this error once the retries are spent.
+    Retry(E),
+}
+
+type Body<'f, T, E> = dyn for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'f;
+
+/// Runs a `#[transaction]` function's body (`body` makes a fresh future per attempt).
+///
+/// # Durability
+/// In a workflow body: exactly once. The body's writes and its recorded result commit
+/// together; a crash before the commit leaves nothing (the body runs again on recovery), a
+/// crash after it replays the recorded result. Called anywhere else (outside workflows, inside
+/// a step): a plain transaction that commits once and records nothing.
+///
+/// The body itself may run more than once before one run commits (a conflict rolls it back
+/// and retries it; a crash before the commit re-runs it on recovery), so it should do nothing
+/// but SQL on `tx`. A `read_only` transaction commits nothing: in a workflow its result is
+/// recorded after it ends (one commit on the system database, no `transaction_outputs` row).
+///
+/// # Errors
+/// The body's own error (recorded in a workflow), after rolling back; [`Error::Panic`] when it
+/// panicked (rolled back, recorded, the process stays up); a conflict error once
+/// 40 retries (about 45 s of backoff) have failed; [`Error::InStep`] inside another
+/// transaction's body; database errors; [`Error::NonDeterministic`] and
+/// [`Error::ConcurrentExecution`] as for steps.
+pub async fn run_transaction<T, E, F>(
+    name: &'static str,
+    opts: TxOptions,
+    mut body: F,
+) -> Result<T, E>
 where
     F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, E>> + Send,
     T: Serialize + DeserializeOwned + Send,
     E: WorkflowError,
 {
-    let (rt, wf) = match context::position().map_err(E::from)? {
-        Position::Outside(rt) | Position::InStep(rt, _) => (rt, None),
-        Position::Workflow(rt, ctx) => (rt, Some(ctx)),
-    };
-    let n = match &wf {
-        Some(ctx) => {
+    if IN_TRANSACTION.try_with(|_| ()).is_ok() {
+        return Err(E::from(Error::InStep("#[transaction]")));
+    }
+    let body: &mut Body<'_, T, E> = &mut body;
+    match context::position().map_err(E::from)? {
+        Position::Workflow(rt, ctx) => {
             let n = ctx.next_id();
             if let Some(row) = ctx.recorded(n, name).map_err(E::from)? {
                 return replay_step(&row);
             }
-            Some(n)
+            let op = Op {
+                rt: &rt,
+                ctx: &ctx,
+                n,
+                name,
+                opts,
+                started: now_ms(),
+            };
+            let mut retries = Retries::new(&rt, name);
+            loop {
+                if let Some(result) = retries.settle(op.attempt(body).await).await {
+                    return result;
+                }
+            }
         }
-        None => None,
-    };
-    let started = now_ms();
-    let mut delay = 0.001_f64;
-    for attempt in 0.. {
-        let step = wf.as_ref().zip(n);
-        let outcome = match step {
-            Some((ctx, n)) => attempt_in_workflow(&rt, ctx, n, name, opts, started, &mut body).await,
-            None => attempt_plain(&rt, opts, &mut body).await,
-        };
-        match outcome {
-            Ok(Attempt::Done(r)) => return r,
-            Ok(Attempt::Retry) if attempt < MAX_CONFLICT_RETRIES => {
-                rt.metrics().add_retry();
-                let jittered = delay * (0.5 + fastrand::f64());
-                tokio::time::sleep(Duration::from_secs_f64(jittered)).await;
-                delay = (delay * 1.5).min(2.0);
+        Position::Outside(rt) | Position::InStep(rt, _) => {
+            let mut retries = Retries::new(&rt, name);
+            loop {
+                if let Some(result) = retries
+                    .settle(attempt_plain(&rt, name, opts, body).await)
+                    .await
+                {
+                    return result;
+                }
             }
-            Ok(Attempt::Retry) => {
-                return Err(E::from(Error::Config(format!(
-                    "transaction `{name}` still conflicted after {MAX_CONFLICT_RETRIES} retries"
-                ))))
-            }
-            Err(e) if e.is_conflict() && attempt < MAX_CONFLICT_RETRIES => {
-                rt.metrics().add_retry();
-                tokio::time::sleep(Duration::from_secs_f64(delay * (0.5 + fastrand::f64()))).await;
-                delay = (delay * 1.5).min(2.0);
-            }
-            Err(e) => return Err(E::from(e)),
         }
     }
-    Err(E::from(Error::Config("unreachable retry loop".into())))
 }
 
-async fn run_body<T, E, F>(tx: &mut Tx, body: &mut F) -> Result<Result<T, E>, String>
-where
-    F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, E>> + Send,
-{
-    AssertUnwindSafe(body(tx)).catch_unwind().await.map_err(|p| panic_message(&p))
+/// The retry budget of one transaction call: `1 ms × 1.5^k` between attempts (±50 % jitter,
+/// at most 2 s), at most [`MAX_CONFLICT_RETRIES`] times.
+struct Retries<'a> {
+    rt: &'a Runtime,
+    name: &'a str,
+    backoff: f64,
+    done: u32,
 }
 
-async fn attempt_plain<T, E, F>(rt: &Runtime, opts: TxOptions, body: &mut F) -> crate::Result<Attempt<T, E>>
+impl<'a> Retries<'a> {
+    fn new(rt: &'a Runtime, name: &'a str) -> Self {
+        Retries {
+            rt,
+            name,
+            backoff: FIRST_BACKOFF_SECS,
+            done: 0,
+        }
+    }
+
+    /// The final result of an attempt, or `None` after sleeping before the next one.
+    async fn settle<T, E: WorkflowError>(
+        &mut self,
+        attempt: crate::Result<Attempt<T, E>>,
+    ) -> Option<Result<T, E>> {
+        let conflict = match attempt {
+            Ok(Attempt::Done(result)) => return Some(result),
+            Ok(Attempt::Retry(e)) => e,
+            Err(e) if e.is_conflict() => E::from(e),
+            Err(e) => return Some(Err(E::from(e))),
+        };
+        if self.done == MAX_CONFLICT_RETRIES {
+            tracing::warn!(
+                transaction = self.name,
+                "still conflicting after {} retries; giving up",
+                self.done
+            );
+            return Some(Err(conflict));
+        }
+        self.done += 1;
+        self.rt.metrics().add_retry();
+        let wait = self.backoff * (0.5 + fastrand::f64());
+        tracing::debug!(
+            transaction = self.name,
+            retry = self.done,
+            "conflict; retrying in {:.1} ms",
+            wait * 1e3
+        );
+        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        self.backoff = (self.backoff * BACKOFF_FACTOR).min(MAX_BACKOFF_SECS);
+        None
+    }
+}
+
+/// Runs the body on `tx` with nested transactions refused; a panic becomes `Err(message)`.
+async fn run_body<T, E>(tx: &mut Tx, body: &mut Body<'_, T, E>) -> Result<Result<T, E>, String> {
+    let fut = AssertUnwindSafe(async move { body(tx).await }).catch_unwind();
+    IN_TRANSACTION
+        .scope((), fut)
+        .await
+        .map_err(|p| panic_message(&p))
+}
+
+fn panic_error(name: &str, message: &str) -> Error {
+    Error::Panic(format!(
+        "{message} (in transaction `{name}`; its writes were rolled back)"
+    ))
+}
+
+/// Ends a transaction whose writes must not stay. Dropping it would roll back too; an error
+/// here only means the connection is gone, which rolls back as well.
+async fn discard(tx: Tx) {
+    if let Err(e) = tx.rollback().await {
+        tracing::debug!("rolling back a transaction failed: {e}");
+    }
+}
+
+async fn attempt_plain<T, E>(
+    rt: &Runtime,
+    name: &str,
+    opts: TxOptions,
+    body: &mut Body<'_, T, E>,
+) -> crate::Result<Attempt<T, E>>
 where
-    F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, E>> + Send,
     E: WorkflowError,
 {
     let mut tx = rt.db().begin_app(&opts).await?;
     match run_body(&mut tx, body).await {
         Err(panic) => {
-            tx.rollback().await?;
-            Ok(Attempt::Done(Err(E::from(Error::Panic(panic)))))
-        }
-        Ok(Ok(v)) => {
-            tx.commit().await?;
-            rt.metrics().add_commit();
-            Ok(Attempt::Done(Ok(v)))
+            discard(tx).await;
+            tracing::error!(transaction = name, "transaction panicked: {panic}");
+            Ok(Attempt::Done(Err(E::from(panic_error(name, &panic)))))
         }
         Ok(Err(e)) => {
             let conflicted = tx.conflicted;
-            tx.rollback().await?;
-            Ok(if conflicted { Attempt::Retry } else { Attempt::Done(Err(e)) })
+            discard(tx).await;
+            Ok(if conflicted {
+                Attempt::Retry(e)
+            } else {
+                Attempt::Done(Err(e))
+            })
+        }
+        Ok(Ok(v)) => {
+            if let Some(err) = tx.aborted().await {
+                let conflicted = tx.conflicted;
+                discard(tx).await;
+                let e = E::from(err);
+                return Ok(if conflicted {
+                    Attempt::Retry(e)
+                } else {
+                    Attempt::Done(Err(e))
+                });
+            }
+            if opts.read_only {
+                discard(tx).await;
+            } else if tx.began() {
+                tx.commit().await?;
+                rt.metrics().add_commit();
+            } else {
+                discard(tx).await;
+            }
+            Ok(Attempt::Done(Ok(v)))
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt_in_workflow<T, E, F>(
-    rt: &Runtime,
-    ctx: &Arc<WfCtx>,
+/// One transaction operation of one workflow execution.
+struct Op<'a> {
+    rt: &'a Runtime,
+    ctx: &'a Arc<WfCtx>,
     n: i32,
     name: &'static str,
     opts: TxOptions,
     started: i64,
-    body: &mut F,
-) -> crate::Result<Attempt<T, E>>
-where
-    F: for<'t> FnMut(&'t mut Tx) -> BoxFuture<'t, Result<T, E>> + Send,
-    T: Serialize + DeserializeOwned + Send,
-    E: WorkflowError,
-{
-    let db = rt.db();
-    let mut tx = db.begin_app(&opts).await?;
-    if !db.shared && ctx.resumed {
-        // Separate databases: a commit whose system record was lost is found here.
-        if let Some((recorded_name, output, error)) = db.read_transaction_output(&mut tx, &ctx.id, n).await? {
-            tx.rollback().await?;
-            if recorded_name != name {
-                return Err(Error::NonDeterministic {
-                    workflow_id: ctx.id.clone(),
-                    function_id: n,
-                    recorded: recorded_name,
-                    current: name.to_owned(),
-                });
-            }
-            let row = step_write(ctx, n, name, output.as_deref(), error.as_deref(), started);
-            db.record_step(&row).await?;
-            let rec = crate::sysdb::StepRow {
-                function_id: n,
-                function_name: name.to_owned(),
-                output,
-                error,
-                child_workflow_id: None,
-                serialization: Some(PORTABLE_JSON.to_owned()),
-            };
-            return Ok(Attempt::Done(replay_step(&rec)));
+}
+
+impl Op<'_> {
+    fn write<'s>(&'s self, output: Option<&'s str>, error: Option<&'s str>) -> StepWrite<'s> {
+        StepWrite {
+            workflow_id: &self.ctx.id,
+            function_id: self.n,
+            function_name: self.name,
+            output,
+            error,
+            child_workflow_id: None,
+            serialization: Some(PORTABLE_JSON),
+            started_at_ms: self.started,
+            completed_at_ms: now_ms(),
         }
     }
-    let result = context::in_step(rt, ctx, run_body(&mut tx, body)).await;
-    match result {
-        Err(panic) => {
-            tx.rollback().await?;
-            let err = E::from(Error::Panic(panic));
-            record_error(rt, ctx, n, name, started, &err).await?;
-            Ok(Attempt::Done(Err(err)))
+
+    async fn attempt<T, E>(&self, body: &mut Body<'_, T, E>) -> crate::Result<Attempt<T, E>>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        E: WorkflowError,
+    {
+        let db = self.rt.db();
+        let mut tx = db.begin_app(&self.opts).await?;
+        if !db.shared && self.ctx.resumed && !self.opts.read_only {
+            // Separate databases: a commit whose system record was lost is found here.
+            if let Some(found) = db
+                .read_transaction_output(&mut tx, &self.ctx.id, self.n)
+                .await?
+            {
+                discard(tx).await;
+                return self.heal(found).await.map(Attempt::Done);
+            }
         }
-        Ok(Ok(v)) => {
-            let output = serialization::to_json(&v, "a transaction's output")?;
-            let row = step_write(ctx, n, name, Some(&output), None, started);
-            if let Err(e) = db.write_checkpoint_in(&mut tx, &row).await {
+        let result = context::in_step(self.rt, self.ctx, run_body(&mut tx, body)).await;
+        match result {
+            Err(panic) => {
+                discard(tx).await;
+                tracing::error!(workflow_id = %self.ctx.id, transaction = self.name, "transaction panicked: {panic}");
+                let err = E::from(panic_error(self.name, &panic));
+                self.record_error(&err).await?;
+                Ok(Attempt::Done(Err(err)))
+            }
+            Ok(Err(e)) => {
                 let conflicted = tx.conflicted;
-                tx.rollback().await?;
-                return if conflicted { Ok(Attempt::Retry) } else { Err(e) };
+                discard(tx).await;
+                if conflicted {
+                    return Ok(Attempt::Retry(e));
+                }
+                self.record_error(&e).await?;
+                Ok(Attempt::Done(Err(e)))
             }
-            tx.commit().await?;
-            rt.metrics().add_commit();
-            if !db.shared {
-                db.record_step(&row).await?;
+            Ok(Ok(v)) => {
+                if let Some(err) = tx.aborted().await {
+                    let conflicted = tx.conflicted;
+                    discard(tx).await;
+                    let e = E::from(err);
+                    if conflicted {
+                        return Ok(Attempt::Retry(e));
+                    }
+                    self.record_error(&e).await?;
+                    return Ok(Attempt::Done(Err(e)));
+                }
+                let output = match serialization::to_json(&v, "a transaction's output") {
+                    Ok(output) => output,
+                    Err(e) => {
+                        discard(tx).await;
+                        return Err(e);
+                    }
+                };
+                if self.opts.read_only {
+                    discard(tx).await;
+                    db.record_step(&self.write(Some(&output), None)).await?;
+                    return Ok(Attempt::Done(Ok(v)));
+                }
+                let row = self.write(Some(&output), None);
+                if let Err(e) = db.write_checkpoint_in(&mut tx, &row).await {
+                    discard(tx).await;
+                    return Err(e);
+                }
+                tx.commit().await?;
+                self.rt.metrics().add_commit();
+                if !db.shared {
+                    self.record_after_commit(&row).await?;
+                }
+                Ok(Attempt::Done(Ok(v)))
             }
-            Ok(Attempt::Done(Ok(v)))
-        }
-        Ok(Err(e)) => {
-            let conflicted = tx.conflicted;
-            tx.rollback().await?;
-            if conflicted {
-                return Ok(Attempt::Retry);
-            }
-            record_error(rt, ctx, n, name, started, &e).await?;
-            Ok(Attempt::Done(Err(e)))
         }
     }
-}
 
-fn step_write<'a>(
-    ctx: &'a WfCtx,
-    n: i32,
-    name: &'a str,
-    output: Option<&'a str>,
-    error: Option<&'a str>,
-    started: i64,
-) -> StepWrite<'a> {
-    StepWrite {
-        workflow_id: &ctx.id,
-        function_id: n,
-        function_name: name,
-        output,
-        error,
-        child_workflow_id: None,
-        serialization: Some(PORTABLE_JSON),
-        started_at_ms: started,
-        completed_at_ms: now_ms(),
+    /// Separate databases: writes `operation_outputs` once the app transaction committed. The
+    /// effect is durable already, so a failure here is only logged: a replay finds the
+    /// `transaction_outputs` row and records it then.
+    async fn record_after_commit(&self, row: &StepWrite<'_>) -> crate::Result<()> {
+        let mut wait = Duration::from_millis(10);
+        for attempt in 1..=4 {
+            match self.rt.db().record_step(row).await {
+                Ok(()) => return Ok(()),
+                Err(e @ Error::ConcurrentExecution { .. }) => return Err(e),
+                Err(e) if attempt == 4 => {
+                    tracing::warn!(workflow_id = %self.ctx.id, function_id = self.n,
+                        "transaction committed but its step record failed ({e}); a replay will record it");
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+        Ok(())
     }
-}
 
-async fn record_error<E: WorkflowError>(
-    rt: &Runtime,
-    ctx: &WfCtx,
-    n: i32,
-    name: &str,
-    started: i64,
-    err: &E,
-) -> crate::Result<()> {
-    let text = serialization::to_json(&err.to_portable(), "a transaction's error")?;
-    let row = step_write(ctx, n, name, None, Some(&text), started);
-    rt.db().write_transaction_error(&row).await?;
-    rt.db().record_step(&row).await?;
-    Ok(())
+    /// Records the body's error: in `transaction_outputs` (separate databases, read-write
+    /// only) and `operation_outputs`, so a replay returns it without running the body.
+    async fn record_error<E: WorkflowError>(&self, err: &E) -> crate::Result<()> {
+        let text = serialization::to_json(&err.to_portable(), "a transaction's error")?;
+        let row = self.write(None, Some(&text));
+        if !self.opts.read_only {
+            self.rt.db().write_transaction_error(&row).await?;
+        }
+        self.rt.db().record_step(&row).await
+    }
+
+    /// Copies a `transaction_outputs` row found on replay to `operation_outputs`, returns it.
+    async fn heal<T, E>(
+        &self,
+        (recorded, output, error): (String, Option<String>, Option<String>),
+    ) -> crate::Result<Result<T, E>>
+    where
+        T: DeserializeOwned,
+        E: WorkflowError,
+    {
+        if recorded != self.name {
+            return Err(Error::NonDeterministic {
+                workflow_id: self.ctx.id.clone(),
+                function_id: self.n,
+                recorded,
+                current: self.name.to_owned(),
+            });
+        }
+        self.rt
+            .db()
+            .record_step(&self.write(output.as_deref(), error.as_deref()))
+            .await?;
+        Ok(replay_step(&StepRow {
+            function_id: self.n,
+            function_name: recorded,
+            output,
+            error,
+            child_workflow_id: None,
+            serialization: Some(PORTABLE_JSON.to_owned()),
+        }))
+    }
 }

@@ -441,27 +441,35 @@ pub(crate) fn spawn_execution(
                 Ok(o) => Ok(Outcome::Success(o.clone())),
                 Err(p) => serialization::to_json(p, "an error").map(Outcome::Error),
             };
-            match outcome {
+            let recorded = match outcome {
                 Ok(outcome) => record_outcome(&rt, &id, &outcome).await,
-                Err(e) => tracing::error!(workflow_id = %id, "cannot record outcome: {e}"),
+                Err(e) => {
+                    tracing::error!(workflow_id = %id, "cannot record outcome: {e}");
+                    false
+                }
+            };
+            // A local waiter gets the in-memory result only when it is what the row says;
+            // otherwise (cancelled, handed on, not recorded) it reads the row (SYSDB rule 6).
+            if recorded {
+                let _ = tx.send(finished);
             }
         }
         rt.notifier().notify(&done_key(&id));
-        let _ = tx.send(finished);
         rt.task_done(&id);
     });
     rt.track_task(task_id, task.abort_handle());
     rx
 }
 
-async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) {
+/// Writes the terminal status; `true` when this execution's outcome is what the row now holds.
+async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) -> bool {
     let mut delay = Duration::from_millis(10);
     for attempt in 0..8 {
         match rt.db().complete_workflow(id, outcome).await {
-            Ok(true) => return,
+            Ok(true) => return true,
             Ok(false) => {
                 tracing::warn!(workflow_id = %id, "workflow was no longer PENDING when it finished; outcome not recorded");
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::warn!(workflow_id = %id, attempt, "recording the outcome failed: {e}");
@@ -471,6 +479,7 @@ async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) {
         }
     }
     tracing::error!(workflow_id = %id, "outcome not recorded; the workflow will be recovered at the next launch");
+    false
 }
 
 pub(crate) fn panic_message(panic: &Box<dyn Any + Send>) -> String {

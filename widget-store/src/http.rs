@@ -21,7 +21,10 @@ pub struct AppError {
 
 impl AppError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        AppError { status, message: message.into() }
+        AppError {
+            status,
+            message: message.into(),
+        }
     }
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -34,7 +37,10 @@ impl AppError {
 impl From<Error> for AppError {
     fn from(e: Error) -> Self {
         tracing::error!("request failed: {e}");
-        AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the request may be retried")
+        AppError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error; the request may be retried",
+        )
     }
 }
 
@@ -85,23 +91,38 @@ async fn restock() -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().finish())
 }
 
+/// Whether `key` can be a workflow ID on every backend (Postgres text refuses NUL bytes).
+fn valid_key(key: &str) -> bool {
+    key.len() <= MAX_KEY_LEN && !key.trim().is_empty() && !key.chars().any(char::is_control)
+}
+
 async fn checkout(key: web::Path<String>) -> Result<HttpResponse, AppError> {
     let key = key.into_inner();
-    if key.len() > MAX_KEY_LEN || key.trim().is_empty() {
+    if !valid_key(&key) {
         return Err(AppError::bad_request(format!(
-            "Idempotency key must be 1 to {MAX_KEY_LEN} bytes and not blank"
+            "Idempotency key must be 1 to {MAX_KEY_LEN} bytes, not blank, without control characters"
         )));
     }
-    let handle = match DBOS::start_workflow(store::checkout_workflow().with_id(key.as_str())).await {
+    let handle = match DBOS::start_workflow(store::checkout_workflow().with_id(key.as_str())).await
+    {
         Ok(h) => h,
         Err(Error::WorkflowConflict { .. }) => {
-            return Err(AppError::new(StatusCode::CONFLICT, "This key belongs to another kind of request"))
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "This key belongs to another kind of request",
+            ))
         }
         Err(e) => return Err(e.into()),
     };
-    match DBOS::get_event::<Option<String>>(handle.workflow_id(), PAYMENT_ID, EVENT_TIMEOUT).await? {
-        Some(Some(payment_id)) => Ok(HttpResponse::Ok().content_type("text/plain").body(payment_id)),
-        Some(None) => Err(AppError::new(StatusCode::CONFLICT, "Sold out: the order was cancelled")),
+    match DBOS::get_event::<Option<String>>(handle.workflow_id(), PAYMENT_ID, EVENT_TIMEOUT).await?
+    {
+        Some(Some(payment_id)) => Ok(HttpResponse::Ok()
+            .content_type("text/plain")
+            .body(payment_id)),
+        Some(None) => Err(AppError::new(
+            StatusCode::CONFLICT,
+            "Sold out: the order was cancelled",
+        )),
         None => Err(AppError::not_found("Checkout failed to start")),
     }
 }
@@ -109,7 +130,13 @@ async fn checkout(key: web::Path<String>) -> Result<HttpResponse, AppError> {
 async fn payment_webhook(path: web::Path<(String, String)>) -> Result<HttpResponse, AppError> {
     let (payment_id, payment_status) = path.into_inner();
     if payment_status != "paid" && payment_status != "failed" {
-        return Err(AppError::bad_request("Payment status must be `paid` or `failed`"));
+        return Err(AppError::bad_request(
+            "Payment status must be `paid` or `failed`",
+        ));
+    }
+    // A payment ID is a checkout's key; one that could not be a key belongs to no checkout.
+    if !valid_key(&payment_id) {
+        return Err(AppError::not_found("Unknown payment ID"));
     }
     let is_checkout = DBOS::get_status(&payment_id)
         .await?
@@ -118,7 +145,8 @@ async fn payment_webhook(path: web::Path<(String, String)>) -> Result<HttpRespon
         return Err(AppError::not_found("Unknown payment ID"));
     }
     // A checkout that never asked for payment (sold out) has no payment to settle.
-    let awaiting = DBOS::get_event::<Option<String>>(&payment_id, PAYMENT_ID, Duration::ZERO).await?;
+    let awaiting =
+        DBOS::get_event::<Option<String>>(&payment_id, PAYMENT_ID, Duration::ZERO).await?;
     if !matches!(awaiting, Some(Some(_))) {
         return Err(AppError::not_found("No payment is pending for this ID"));
     }
@@ -167,7 +195,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     route!(cfg, "/order/{order_id}", get, order);
     route!(cfg, "/restock", post, restock);
     route!(cfg, "/checkout/{key}", post, checkout);
-    route!(cfg, "/payment_webhook/{payment_id}/{payment_status}", post, payment_webhook);
+    route!(
+        cfg,
+        "/payment_webhook/{payment_id}/{payment_status}",
+        post,
+        payment_webhook
+    );
     route!(cfg, "/crash_application", post, crash_application);
     cfg.default_service(web::to(not_found));
 }

@@ -28,14 +28,19 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
+/// The worker's exit code when it fails on its own (it cannot start: bad configuration, the
+/// database is unreachable), unlike a crash (the crash button exits with 1, a kill by a signal).
+const WORKER_FAILED: u8 = 2;
+
 fn main() -> std::process::ExitCode {
     init_logging();
-    let result = if std::env::var_os(WORKER_ENV).is_some() { worker() } else { supervisor() };
+    let is_worker = std::env::var_os(WORKER_ENV).is_some();
+    let result = if is_worker { worker() } else { supervisor() };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(if is_worker { WORKER_FAILED } else { 1 })
         }
     }
 }
@@ -47,10 +52,17 @@ fn supervisor() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "8000".into())
         .parse()
         .map_err(|e| format!("PORT must be a port number: {e}"))?;
-    let listener = TcpListener::bind((host.as_str(), port)).map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
-    let display_host = if host == "0.0.0.0" { "localhost" } else { host.as_str() };
+    let listener = TcpListener::bind((host.as_str(), port))
+        .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+    let display_host = if host == "0.0.0.0" {
+        "localhost"
+    } else {
+        host.as_str()
+    };
     tracing::info!("widget store on http://{display_host}:{port}");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(supervise(listener))
 }
 
@@ -63,10 +75,17 @@ async fn supervise(listener: TcpListener) -> Result<(), Box<dyn std::error::Erro
     loop {
         let mut cmd = tokio::process::Command::new(&exe);
         cmd.env(WORKER_ENV, "1");
+        let supervisor_pid = std::process::id() as libc::pid_t;
         // SAFETY: between fork and exec only async-signal-safe calls: dup2 clears
-        // close-on-exec on the copy, so the worker inherits the socket as fd 3.
+        // close-on-exec on the copy, so the worker inherits the socket as fd 3; prctl makes the
+        // worker die with the supervisor, so a killed supervisor leaves no orphan on the port.
         unsafe {
             cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                    || libc::getppid() != supervisor_pid
+                {
+                    return Err(std::io::Error::other("the supervisor is gone"));
+                }
                 let ok = if fd == LISTEN_FD {
                     libc::fcntl(fd, libc::F_SETFD, 0) >= 0
                 } else {
@@ -85,8 +104,9 @@ async fn supervise(listener: TcpListener) -> Result<(), Box<dyn std::error::Erro
             status = child.wait() => {
                 let status = status?;
                 tracing::warn!("worker exited ({status}); restarting it");
-                // A worker that cannot even start (bad configuration) must not spin the CPU.
-                if started.elapsed() < Duration::from_secs(1) && !status.success() && status.code() != Some(1) {
+                // A worker that cannot even start (bad configuration) must not spin the CPU; a
+                // crashed or killed one is replaced at once.
+                if started.elapsed() < Duration::from_secs(1) && status.code() == Some(WORKER_FAILED.into()) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -104,7 +124,10 @@ async fn stop(mut child: tokio::process::Child) -> Result<(), Box<dyn std::error
             libc::kill(pid as i32, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
         child.kill().await?;
     }
     Ok(())
@@ -113,7 +136,10 @@ async fn stop(mut child: tokio::process::Child) -> Result<(), Box<dyn std::error
 /// Serves the store on the socket inherited from the supervisor.
 fn worker() -> Result<(), Box<dyn std::error::Error>> {
     let listener = inherited_listener()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(serve(listener))
 }
 

@@ -49,7 +49,8 @@ pub async fn checkout_workflow() -> Result<(), Error> {
         return Ok(());
     }
     DBOS::set_event(PAYMENT_ID, &Some(DBOS::workflow_id()?)).await?;
-    let payment_status: Option<String> = DBOS::recv(PAYMENT_STATUS, Duration::from_secs(60)).await?;
+    let payment_status: Option<String> =
+        DBOS::recv(PAYMENT_STATUS, Duration::from_secs(60)).await?;
     if payment_status.as_deref() == Some("paid") {
         update_order_status(order_id, OrderStatus::Paid as i32).await?;
     } else {
@@ -63,7 +64,9 @@ pub async fn checkout_workflow() -> Result<(), Error> {
 #[transaction(name = "reserve_inventory")]
 pub async fn reserve_inventory(tx: &mut Tx) -> Result<bool, Error> {
     let rows_affected = tx
-        .query("UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0")
+        .query(
+            "UPDATE products SET inventory = inventory - 1 WHERE product_id = $1 AND inventory > 0",
+        )
         .bind(WIDGET_ID)
         .execute()
         .await?;
@@ -168,7 +171,9 @@ pub async fn update_order_progress(
 #[transaction(name = "migrate_store")]
 pub async fn migrate(tx: &mut Tx) -> Result<(), Error> {
     let script = if tx.backend_name() == "postgres" {
-        tx.query("SELECT pg_advisory_xact_lock(4242)").execute().await?;
+        tx.query("SELECT pg_advisory_xact_lock(4242)")
+            .execute()
+            .await?;
         include_str!("../../migrations/postgres/001_widget_store.sql")
     } else {
         include_str!("../../migrations/sqlite/001_widget_store.sql")

@@ -6,9 +6,10 @@
 
 mod postgres;
 mod sqlite;
+mod sqlite_writer;
 mod tx;
 
-pub use tx::{FromRow, Param, Tx, TxQuery};
+pub use tx::{FromRow, Numeric, Param, Tx, TxQuery};
 
 use crate::config::{DatabaseUrl, DbosConfig};
 use crate::error::{Error, Result};
@@ -61,16 +62,25 @@ pub(crate) enum Backend {
     Postgres(postgres::PgDb),
 }
 
-/// Runs `$body` with `$p` bound to the pool that takes writes.
+/// Runs `$body` (one statement, evaluating to a `Result`) with `$p` bound to what takes
+/// writes: the Postgres pool, or on SQLite the writer connection inside the current group
+/// commit (the result is returned once that batch committed).
 macro_rules! on_writer {
     ($backend:expr, |$p:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(b) => {
-                let $p = &b.writer;
-                $body
+                let mut $p = b.writer.begin().await?;
+                let out = $body;
+                match out {
+                    Ok(v) => $p.commit().await.map(|()| v),
+                    Err(e) => {
+                        $p.abandon().await;
+                        Err(e)
+                    }
+                }
             }
             Backend::Postgres(b) => {
-                let $p = &b.pool;
+                let mut $p = b.pool.acquire().await.map_err(Error::db("acquiring a connection"))?;
                 $body
             }
         }
@@ -82,33 +92,34 @@ macro_rules! on_reader {
     ($backend:expr, |$p:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(b) => {
-                let $p = &b.reader;
+                let mut $p = b.reader.acquire().await.map_err(Error::db("acquiring a connection"))?;
                 $body
             }
             Backend::Postgres(b) => {
-                let $p = &b.pool;
+                let mut $p = b.pool.acquire().await.map_err(Error::db("acquiring a connection"))?;
                 $body
             }
         }
     };
 }
 
-/// Runs `$body` inside one write transaction (`BEGIN IMMEDIATE` on SQLite) bound to `$t`, and
-/// commits it when `$body` returns `Ok`. `$body` evaluates to a `Result`.
+/// Runs `$body` atomically with `$t` bound to a connection, and keeps its writes when `$body`
+/// returns `Ok`: a Postgres transaction, or on SQLite a savepoint inside the current group
+/// commit (returning once that batch committed). `$body` evaluates to a `Result`.
 macro_rules! in_write_tx {
     ($backend:expr, $doing:literal, |$t:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(b) => {
-                let mut $t = b
-                    .writer
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(Error::db($doing))?;
+                let mut $t = b.writer.begin().await?;
+                $t.savepoint("dbos_op").await?;
                 let out = $body;
-                if out.is_ok() {
-                    $t.commit().await.map_err(Error::db($doing))?;
+                match out {
+                    Ok(v) => $t.commit().await.map(|()| v),
+                    Err(e) => {
+                        $t.abandon().await;
+                        Err(e)
+                    }
                 }
-                out
             }
             Backend::Postgres(b) => {
                 let mut $t = b.pool.begin().await.map_err(Error::db($doing))?;
@@ -229,6 +240,7 @@ struct Queries {
     record_step: String,
     load_steps: String,
     recover_pending: String,
+    claim_candidates: String,
     claim: String,
     dead_letter: String,
     insert_version: String,
@@ -241,8 +253,7 @@ struct Queries {
 }
 
 impl Queries {
-    fn new(p: &str, postgres: bool) -> Queries {
-        let skip_locked = if postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    fn new(p: &str) -> Queries {
         Queries {
             insert_workflow: format!(
                 "INSERT INTO {p}workflow_status (workflow_uuid, status, name, inputs, executor_id, \
@@ -279,16 +290,21 @@ impl Queries {
                  WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2 \
                  AND (application_name = $3 OR application_name IS NULL)"
             ),
+            claim_candidates: format!(
+                "SELECT workflow_uuid FROM {p}workflow_status \
+                 WHERE queue_name = '{INTERNAL_QUEUE}' AND status = 'ENQUEUED' \
+                 AND (application_version = $1 OR application_version IS NULL) \
+                 AND (application_name = $2 OR application_name IS NULL) \
+                 ORDER BY priority, created_at LIMIT $3"
+            ),
+            // Re-checks the row: of several processes claiming one workflow, one wins.
             claim: format!(
                 "UPDATE {p}workflow_status SET status = 'PENDING', executor_id = $1, application_version = $2, \
                  application_name = $3, started_at_epoch_ms = $4, rate_limited = FALSE, \
                  recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4 \
-                 WHERE workflow_uuid IN (SELECT workflow_uuid FROM {p}workflow_status \
-                   WHERE queue_name = '{INTERNAL_QUEUE}' AND status = 'ENQUEUED' \
-                   AND (application_version = $2 OR application_version IS NULL) \
-                   AND (application_name = $3 OR application_name IS NULL) \
-                   ORDER BY priority, created_at LIMIT $5 {skip_locked}) \
-                 AND status = 'ENQUEUED' \
+                 WHERE workflow_uuid = $5 AND status = 'ENQUEUED' AND queue_name = '{INTERNAL_QUEUE}' \
+                 AND (application_version = $2 OR application_version IS NULL) \
+                 AND (application_name = $3 OR application_name IS NULL) \
                  RETURNING workflow_uuid, name, inputs, serialization, recovery_attempts"
             ),
             dead_letter: format!(
@@ -331,6 +347,18 @@ impl Queries {
     }
 }
 
+/// What the change feed saw another process (or connection) write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change<'a> {
+    /// A message arrived for `<workflow>::<topic>`.
+    Message(&'a str),
+    /// Event `<workflow>::<key>` was set.
+    Event(&'a str),
+    /// Something changed that no key names (another process wrote the SQLite file, or the
+    /// `LISTEN` connection was lost and notifications may be missing): every waiter re-checks.
+    Unknown,
+}
+
 /// The topic DBOS stores for `send` without a topic.
 pub(crate) const NULL_TOPIC: &str = "__null__topic__";
 
@@ -367,7 +395,7 @@ impl SysDb {
         };
         let prefix = sys.prefix(&cfg.system_schema);
         let db = SysDb {
-            q: Queries::new(&prefix, sys.is_postgres()),
+            q: Queries::new(&prefix),
             app_prefix: app.prefix(&cfg.system_schema),
             sys,
             app,
@@ -395,10 +423,6 @@ impl SysDb {
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn sys_backend(&self) -> &Backend {
-        &self.sys
     }
 
     pub(crate) async fn close(&self) {
@@ -432,7 +456,7 @@ impl SysDb {
                 .bind(attempts)
                 .bind(now)
                 .bind(started)
-                .fetch_one(p)
+                .fetch_one(&mut *p)
                 .await
                 .map_err(Error::db("starting a workflow"))?;
             workflow_row(&row)
@@ -454,7 +478,7 @@ impl SysDb {
                 .bind(output)
                 .bind(error)
                 .bind(now_ms())
-                .execute(p)
+                .execute(&mut *p)
                 .await
                 .map_err(Error::db("recording a workflow's outcome"))?;
             Ok(done.rows_affected() > 0)
@@ -466,10 +490,44 @@ impl SysDb {
         on_reader!(&self.sys, |p| {
             let row = sqlx::query(&self.q.get_workflow)
                 .bind(id)
-                .fetch_optional(p)
+                .fetch_optional(&mut *p)
                 .await
                 .map_err(Error::db("reading a workflow's status"))?;
             row.as_ref().map(workflow_row).transpose()
+        })
+    }
+
+    /// The greatest workflow ID (in byte order) that starts with `prefix` and is `len`
+    /// characters long: a schedule's last recorded tick (the scheduler's catch-up). One scan
+    /// of `workflow_status`, run once per schedule at launch.
+    pub(crate) async fn last_id_with_prefix(
+        &self,
+        prefix: &str,
+        len: usize,
+    ) -> Result<Option<String>> {
+        let p = self.sys.prefix(&self.schema);
+        // Byte order on Postgres whatever the database's collation; SQLite compares bytes.
+        let collate = if self.sys.is_postgres() {
+            " COLLATE \"C\""
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT MAX(workflow_uuid{collate}) FROM {p}workflow_status \
+             WHERE substr(workflow_uuid, 1, $1) = $2 AND length(workflow_uuid) = $3"
+        );
+        let to_i32 = |n: usize| {
+            i32::try_from(n).map_err(|_| Error::Config("a schedule name is too long".into()))
+        };
+        let (prefix_len, len) = (to_i32(prefix.chars().count())?, to_i32(len)?);
+        on_reader!(&self.sys, |p| {
+            sqlx::query_scalar::<_, Option<String>>(&sql)
+                .bind(prefix_len)
+                .bind(prefix)
+                .bind(len)
+                .fetch_one(&mut *p)
+                .await
+                .map_err(Error::db("reading a schedule's last tick"))
         })
     }
 
@@ -478,7 +536,7 @@ impl SysDb {
         on_reader!(&self.sys, |p| {
             let rows = sqlx::query(&self.q.load_steps)
                 .bind(id)
-                .fetch_all(p)
+                .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("reading recorded steps"))?;
             rows.iter().map(step_row).collect()
@@ -491,12 +549,11 @@ impl SysDb {
         self.metrics.add_commit();
         let row = on_writer!(&self.sys, |p| {
             bind_step(&self.q.record_step, s, &self.app_name)
-                .fetch_one(p)
+                .fetch_one(&mut *p)
                 .await
-                .map_err(Error::db("recording a step"))?
-                .try_get::<Option<i64>, _>(0)
-                .map_err(Error::db("recording a step"))?
-        });
+                .and_then(|r| r.try_get::<Option<i64>, _>(0))
+                .map_err(Error::db("recording a step"))
+        })?;
         check_step_written(s, row)
     }
 
@@ -508,7 +565,7 @@ impl SysDb {
                 .bind(&self.app_version)
                 .bind(&self.app_name)
                 .bind(now_ms())
-                .execute(p)
+                .execute(&mut *p)
                 .await
                 .map_err(Error::db("recovering pending workflows"))?;
             Ok(done.rows_affected())
@@ -516,31 +573,42 @@ impl SysDb {
     }
 
     /// Claims up to `limit` enqueued workflows for this executor.
+    ///
+    /// Candidates are read without writing anything (an idle dispatcher costs no commit); each
+    /// is then claimed by an update that re-checks it, so of several processes one wins.
     pub(crate) async fn claim(&self, limit: i64) -> Result<Vec<Claimed>> {
+        let ids: Vec<String> = on_reader!(&self.sys, |p| {
+            sqlx::query_scalar(&self.q.claim_candidates)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(limit)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("finding enqueued workflows"))
+        })?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            claimed.extend(self.claim_one(id).await?);
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_one(&self, id: String) -> Result<Option<Claimed>> {
+        self.metrics.add_commit();
         on_writer!(&self.sys, |p| {
-            let rows = sqlx::query(&self.q.claim)
+            let row = sqlx::query(&self.q.claim)
                 .bind(&self.executor_id)
                 .bind(&self.app_version)
                 .bind(&self.app_name)
                 .bind(now_ms())
-                .bind(limit)
-                .fetch_all(p)
-                .await
-                .map_err(Error::db("claiming enqueued workflows"))?;
-            rows.iter()
-                .map(|r| {
-                    Ok(Claimed {
-                        id: r.try_get(0).map_err(Error::db("claiming"))?,
-                        name: r.try_get(1).map_err(Error::db("claiming"))?,
-                        inputs: r.try_get(2).map_err(Error::db("claiming"))?,
-                        serialization: r.try_get(3).map_err(Error::db("claiming"))?,
-                        recovery_attempts: r
-                            .try_get::<Option<i64>, _>(4)
-                            .map_err(Error::db("claiming"))?
-                            .unwrap_or(0),
-                    })
-                })
-                .collect()
+                .bind(id)
+                .fetch_one(&mut *p)
+                .await;
+            match row {
+                Ok(r) => claimed_row(&r).map(Some),
+                Err(sqlx::Error::RowNotFound) => Ok(None),
+                Err(e) => Err(Error::db("claiming an enqueued workflow")(e)),
+            }
         })
     }
 
@@ -551,7 +619,7 @@ impl SysDb {
                 .bind(id)
                 .bind(now_ms())
                 .bind(attempts)
-                .execute(p)
+                .execute(&mut *p)
                 .await
                 .map_err(Error::db("dead-lettering a workflow"))?;
             Ok(done.rows_affected() > 0)
@@ -566,7 +634,7 @@ impl SysDb {
                 .bind(&self.app_version)
                 .bind(now_ms())
                 .bind(&self.app_name)
-                .execute(p)
+                .execute(&mut *p)
                 .await
                 .map_err(Error::db("recording the application version"))?;
             Ok(())
@@ -633,7 +701,7 @@ impl SysDb {
             let row = sqlx::query(&self.q.has_message)
                 .bind(workflow)
                 .bind(topic)
-                .fetch_optional(p)
+                .fetch_optional(&mut *p)
                 .await
                 .map_err(Error::db("checking for messages"))?;
             Ok(row.is_some())
@@ -735,7 +803,7 @@ impl SysDb {
             let row = sqlx::query(&self.q.get_event)
                 .bind(workflow)
                 .bind(key)
-                .fetch_optional(p)
+                .fetch_optional(&mut *p)
                 .await
                 .map_err(Error::db("reading an event"))?;
             match row {
@@ -748,14 +816,18 @@ impl SysDb {
         })
     }
 
-    /// Starts listening for Postgres notifications; `None` on SQLite.
+    /// Starts the change feed that wakes waiters for writes made by other processes: Postgres
+    /// `LISTEN` on DBOS's channels, or on a SQLite file a watcher of `PRAGMA data_version` that
+    /// runs once a second while `waiting` is non-zero. `None` when nothing else can write (an
+    /// in-memory SQLite database).
     pub(crate) async fn listen(
         &self,
-        on_payload: impl Fn(&str, &str) + Send + Sync + 'static,
+        waiting: tokio::sync::watch::Receiver<usize>,
+        on_change: impl Fn(Change<'_>) + Send + Sync + 'static,
     ) -> Result<Option<tokio::task::JoinHandle<()>>> {
         match &self.sys {
-            Backend::Postgres(b) => Ok(Some(b.listen(on_payload).await?)),
-            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(b) => Ok(Some(b.listen(on_change).await?)),
+            Backend::Sqlite(b) => Ok(b.watch(waiting, on_change)),
         }
     }
 
@@ -779,10 +851,10 @@ impl SysDb {
     /// `operation_outputs` row when the databases are shared, else a `transaction_outputs` row.
     pub(crate) async fn write_checkpoint_in(&self, tx: &mut Tx, s: &StepWrite<'_>) -> Result<()> {
         if self.shared {
-            let completed = tx
-                .record_step_in(&self.q.record_step, s, &self.app_name)
-                .await?;
-            check_step_written(s, completed)
+            // The app prefix is the system prefix here. A plain INSERT (a duplicate means
+            // another execution recorded the step: rule 10's outcome): `ON CONFLICT` would read
+            // the index page under SERIALIZABLE and make concurrent steps conflict falsely.
+            tx.insert_step_in(&self.app_prefix, s, &self.app_name).await
         } else {
             tx.write_transaction_output(&self.app_prefix, s, &self.executor_id)
                 .await
@@ -827,6 +899,22 @@ where
         .bind(s.started_at_ms)
         .bind(s.completed_at_ms)
         .bind(app_name)
+}
+
+fn claimed_row<R: Row>(r: &R) -> Result<Claimed>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let e = || Error::db("claiming an enqueued workflow");
+    Ok(Claimed {
+        id: r.try_get(0).map_err(e())?,
+        name: r.try_get(1).map_err(e())?,
+        inputs: r.try_get(2).map_err(e())?,
+        serialization: r.try_get(3).map_err(e())?,
+        recovery_attempts: r.try_get::<Option<i64>, _>(4).map_err(e())?.unwrap_or(0),
+    })
 }
 
 /// Rule 10: the returned completion time is ours unless another execution wrote the row first.
@@ -900,6 +988,8 @@ where
 }
 
 fn is_transient(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+    // SQLite busy at connect: another process holds the lock while switching a fresh file to
+    // WAL, which busy_timeout does not wait for.
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) || is_conflict(e)
 }
 

@@ -1,6 +1,6 @@
 //! Postgres: a bounded pool, DBOS's schema `dbos`, and LISTEN/NOTIFY for cross-process wake-ups.
 
-use super::{retry_connect, SCHEMA_VERSION};
+use super::{retry_connect, Change, SCHEMA_VERSION};
 use crate::config::DbosConfig;
 use crate::error::{Error, Result};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
@@ -189,31 +189,57 @@ impl PgDb {
         }
     }
 
-    /// Listens on DBOS's channels and hands each payload to `on_payload(channel, payload)`.
-    /// Reconnects on its own; polling covers the gaps.
+    /// Listens on DBOS's channels and reports each notification to `on_change`. A lost
+    /// connection is reported as [`Change::Unknown`] (notifications may be missing): once it
+    /// is back, and every second while it stays down, so waiters re-check until then.
     pub(crate) async fn listen(
         &self,
-        on_payload: impl Fn(&str, &str) + Send + Sync + 'static,
+        on_change: impl Fn(Change<'_>) + Send + Sync + 'static,
     ) -> Result<tokio::task::JoinHandle<()>> {
-        let mut listener = PgListener::connect_with(&self.pool)
-            .await
-            .map_err(Error::db("connecting the LISTEN connection"))?;
-        listener
-            .listen_all([NOTIFICATIONS_CHANNEL, EVENTS_CHANNEL, STREAMS_CHANNEL])
+        let pool = self.pool.clone();
+        let mut listener = subscribe(&pool)
             .await
             .map_err(Error::db("listening for notifications"))?;
         Ok(tokio::spawn(async move {
             loop {
-                match listener.recv().await {
-                    Ok(n) => on_payload(n.channel(), n.payload()),
+                match listener.try_recv().await {
+                    Ok(Some(n)) => match n.channel() {
+                        NOTIFICATIONS_CHANNEL => on_change(Change::Message(n.payload())),
+                        EVENTS_CHANNEL => on_change(Change::Event(n.payload())),
+                        _ => {}
+                    },
+                    // Lost and reconnected: whatever was sent in between is gone.
+                    Ok(None) => on_change(Change::Unknown),
+                    Err(sqlx::Error::PoolClosed) => return,
                     Err(e) => {
-                        tracing::debug!("LISTEN connection error (reconnecting): {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tracing::debug!("LISTEN connection failed (reconnecting): {e}");
+                        loop {
+                            on_change(Change::Unknown);
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            match subscribe(&pool).await {
+                                Ok(l) => {
+                                    listener = l;
+                                    on_change(Change::Unknown);
+                                    break;
+                                }
+                                Err(sqlx::Error::PoolClosed) => return,
+                                Err(e) => tracing::debug!("LISTEN reconnect failed: {e}"),
+                            }
+                        }
                     }
                 }
             }
         }))
     }
+}
+
+/// A fresh LISTEN connection on DBOS's three channels.
+async fn subscribe(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([NOTIFICATIONS_CHANNEL, EVENTS_CHANNEL, STREAMS_CHANNEL])
+        .await?;
+    Ok(listener)
 }
 
 /// Creates the database named in the URL when it does not exist.

@@ -1,7 +1,8 @@
 //! SQLite: one file in WAL mode, one writer connection (every write serializes there, so no
 //! busy errors between our own writers) and a pool of readers.
 
-use super::{retry_connect, SCHEMA_VERSION};
+use super::sqlite_writer::Writer;
+use super::{retry_connect, Change, SCHEMA_VERSION};
 use crate::config::DbosConfig;
 use crate::error::{Error, Result};
 use sqlx::sqlite::{
@@ -10,14 +11,20 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::watch;
 
 const DDL: &str = include_str!("sqlite.sql");
 
 #[derive(Clone, Debug)]
 pub(crate) struct SqliteDb {
-    pub(crate) writer: SqlitePool,
+    pub(crate) writer: Writer,
     pub(crate) reader: SqlitePool,
+    /// An in-memory database: no other connection can write it.
+    memory: bool,
 }
+
+/// How often the change watcher looks at the file while someone waits.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 impl SqliteDb {
     pub(crate) async fn connect(url: &str, cfg: &DbosConfig) -> Result<SqliteDb> {
@@ -39,39 +46,94 @@ impl SqliteDb {
             })
             .statement_cache_capacity(256);
         let what = format!("SQLite database {url:?}");
-        let writer = retry_connect(&what, || {
+        let writer = retry_connect(&what, || Writer::connect(&opts)).await?;
+        // sqlx names an in-memory database and shares its cache, so reader connections see
+        // the writer's database (which lives as long as the writer connection).
+        let reader_opts = if memory { opts.clone() } else { opts.clone().read_only(true) };
+        let reader = retry_connect(&what, || {
             SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(600))
+                .max_connections(4)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .connect_with(opts.clone())
+                .connect_with(reader_opts.clone())
         })
         .await?;
-        // An in-memory database exists per connection: readers must share the writer.
-        let reader = if memory {
-            writer.clone()
-        } else {
-            retry_connect(&what, || {
-                SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .connect_with(opts.clone().read_only(true))
-            })
-            .await?
-        };
-        Ok(SqliteDb { writer, reader })
+        Ok(SqliteDb {
+            writer,
+            reader,
+            memory,
+        })
+    }
+
+    /// Watches the file for commits by other processes (and other connections) while
+    /// `waiting` is non-zero, reporting each as [`Change::Unknown`]; `None` for an in-memory
+    /// database, which nobody else can write.
+    ///
+    /// One `PRAGMA data_version` a second replaces a poll per waiter. It runs on the writer
+    /// connection, which makes every commit of this runtime: SQLite changes that connection's
+    /// `data_version` only for commits made by others, so our own writes (which wake their
+    /// waiters directly) never wake everyone.
+    pub(crate) fn watch(
+        &self,
+        mut waiting: watch::Receiver<usize>,
+        on_change: impl Fn(Change<'_>) + Send + Sync + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.memory {
+            return None;
+        }
+        let db = self.clone();
+        Some(tokio::spawn(async move {
+            // Kept while idle: a change made while nobody waited is harmless, one made between a
+            // new waiter's first check and our next look shows as a difference.
+            let mut seen = db.data_version().await;
+            loop {
+                if waiting.wait_for(|n| *n > 0).await.is_err() {
+                    return;
+                }
+                loop {
+                    let now = db.data_version().await;
+                    if now.is_none() || now != seen {
+                        on_change(Change::Unknown);
+                    }
+                    seen = now;
+                    tokio::time::sleep(WATCH_EVERY).await;
+                    if *waiting.borrow() == 0 {
+                        break;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// `PRAGMA data_version` of the connection that makes all of this runtime's writes: it
+    /// changes only when another connection commits. `None` when it cannot be read.
+    async fn data_version(&self) -> Option<i64> {
+        let mut guard = self.writer.plain().await;
+        let version = guard.data_version().await;
+        guard.abandon().await;
+        match version {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::debug!("reading PRAGMA data_version failed: {e}");
+                None
+            }
+        }
     }
 
     /// Creates DBOS's tables at version 108 when the file has none (SYSDB.md §2).
     pub(crate) async fn migrate(&self) -> Result<()> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(Error::db("migrating the system database"))?;
+        let mut guard = self.writer.begin().await?;
+        guard.savepoint("dbos_migrate").await?;
+        match self.migrate_in(&mut guard).await {
+            Ok(()) => guard.commit().await,
+            Err(e) => {
+                guard.abandon().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn migrate_in(&self, tx: &mut sqlx::SqliteConnection) -> Result<()> {
         let exists = sqlx::query(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dbos_migrations'",
         )
@@ -126,13 +188,12 @@ impl SqliteDb {
                 })
             }
         }
-        tx.commit()
-            .await
-            .map_err(Error::db("migrating the system database"))
+        Ok(())
     }
 
     pub(crate) async fn create_transaction_outputs(&self) -> Result<()> {
-        sqlx::raw_sql(
+        let mut guard = self.writer.begin().await?;
+        let created = sqlx::raw_sql(
             "CREATE TABLE IF NOT EXISTS transaction_outputs (workflow_uuid TEXT NOT NULL, \
              function_id INTEGER NOT NULL, output TEXT, error TEXT, txn_id TEXT, txn_snapshot TEXT NOT NULL, \
              executor_id TEXT, function_name TEXT NOT NULL DEFAULT '', \
@@ -140,10 +201,16 @@ impl SqliteDb {
              PRIMARY KEY (workflow_uuid, function_id)); \
              CREATE INDEX IF NOT EXISTS transaction_outputs_created_at_index ON transaction_outputs (created_at);",
         )
-        .execute(&self.writer)
+        .execute(&mut *guard)
         .await
-        .map_err(Error::db("creating transaction_outputs"))?;
-        Ok(())
+        .map_err(Error::db("creating transaction_outputs"));
+        match created {
+            Ok(_) => guard.commit().await,
+            Err(e) => {
+                guard.abandon().await;
+                Err(e)
+            }
+        }
     }
 }
 

@@ -1,0 +1,237 @@
+//! Group commit for SQLite. Every write of the runtime goes through one connection; an operation
+//! that arrives while another holds the connection joins the same transaction, and the last
+//! holder commits once for all of them. Each operation returns only after its commit, so
+//! durability per operation is unchanged, while the cost of a commit (the WAL write) is shared.
+//!
+//! Invariants: the connection is either idle or inside a `BEGIN IMMEDIATE` transaction owned by
+//! the batch; whoever releases the connection commits the batch unless another task is already
+//! queued for it (which then inherits the duty), or the batch is full. A task whose operation is
+//! in a batch that nobody commits (its successor was cancelled) commits it itself after a short
+//! wait. A multi-statement operation runs inside a savepoint so that its failure undoes only it.
+
+use crate::error::{Error, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::ConnectOptions;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+
+/// Operations committed together at most.
+const MAX_BATCH: usize = 256;
+/// How long an operation waits for someone else to commit its batch before doing it itself.
+const COMMIT_GRACE: Duration = Duration::from_millis(2);
+
+type CommitResult = std::result::Result<(), String>;
+
+struct State {
+    conn: SqliteConnection,
+    /// A batch transaction is open.
+    open: bool,
+    /// Operations in the open batch, waiting for its commit.
+    pending: Vec<oneshot::Sender<CommitResult>>,
+    /// A savepoint left behind by a cancelled operation, to roll back before anything else.
+    dirty: Option<&'static str>,
+}
+
+struct Shared {
+    state: Arc<Mutex<State>>,
+    /// Tasks queued for the connection.
+    waiting: AtomicUsize,
+}
+
+/// The single SQLite writer connection, with group commit.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &str, doing: &'static str) -> Result<()> {
+    sqlx::Executor::execute(conn, sql).await.map(|_| ()).map_err(Error::db(doing))
+}
+
+impl State {
+    async fn commit_batch(&mut self) {
+        let result = sqlx::Executor::execute(&mut self.conn, "COMMIT").await.map(|_| ()).map_err(|e| e.to_string());
+        if result.is_err() {
+            // A failed COMMIT may leave the transaction open: end it so the next batch starts clean.
+            let _ = sqlx::Executor::execute(&mut self.conn, "ROLLBACK").await;
+        }
+        self.open = false;
+        for p in self.pending.drain(..) {
+            let _ = p.send(result.clone());
+        }
+    }
+}
+
+impl Writer {
+    pub(crate) async fn connect(opts: &SqliteConnectOptions) -> std::result::Result<Writer, sqlx::Error> {
+        let conn = opts.connect().await?;
+        Ok(Writer {
+            shared: Arc::new(Shared {
+                state: Arc::new(Mutex::new(State { conn, open: false, pending: Vec::new(), dirty: None })),
+                waiting: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    async fn lock(&self) -> OwnedMutexGuard<State> {
+        struct Queued<'a>(&'a AtomicUsize);
+        impl Drop for Queued<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.shared.waiting.fetch_add(1, Ordering::SeqCst);
+        let queued = Queued(&self.shared.waiting);
+        let mut guard = self.shared.state.clone().lock_owned().await;
+        drop(queued);
+        if let Some(sp) = guard.dirty.take() {
+            let sql = format!("ROLLBACK TO {sp}; RELEASE {sp}");
+            let _ = sqlx::Executor::execute(&mut guard.conn, sql.as_str()).await;
+        }
+        guard
+    }
+
+    /// Takes the connection inside the open batch (starting one with `BEGIN IMMEDIATE`).
+    pub(crate) async fn begin(&self) -> Result<WriteGuard> {
+        let guard = self.lock().await;
+        let mut w = WriteGuard { guard, shared: self.shared.clone(), savepoint: None };
+        if !w.guard.open {
+            if let Err(e) = exec(&mut w.guard.conn, "BEGIN IMMEDIATE", "beginning a write").await {
+                w.release().await;
+                return Err(e);
+            }
+            w.guard.open = true;
+        }
+        Ok(w)
+    }
+
+    /// Takes the connection for a statement that writes nothing (a pragma), batch or not.
+    pub(crate) async fn plain(&self) -> WriteGuard {
+        let guard = self.lock().await;
+        WriteGuard { guard, shared: self.shared.clone(), savepoint: None }
+    }
+
+    /// Commits what is pending (the connection closes when the last handle is dropped).
+    pub(crate) async fn close(&self) {
+        let mut guard = self.lock().await;
+        if guard.open {
+            guard.commit_batch().await;
+        }
+    }
+}
+
+/// The writer connection, held by one operation; derefs to the connection.
+pub(crate) struct WriteGuard {
+    guard: OwnedMutexGuard<State>,
+    shared: Arc<Shared>,
+    savepoint: Option<&'static str>,
+}
+
+impl std::ops::Deref for WriteGuard {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.guard.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteGuard {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.guard.conn
+    }
+}
+
+impl WriteGuard {
+    /// `PRAGMA data_version` of the writer connection.
+    pub(crate) async fn data_version(&mut self) -> std::result::Result<i64, String> {
+        sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut self.guard.conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Opens a savepoint so that this operation can be undone alone.
+    pub(crate) async fn savepoint(&mut self, name: &'static str) -> Result<()> {
+        exec(&mut self.guard.conn, &format!("SAVEPOINT {name}"), "opening a savepoint").await?;
+        self.savepoint = Some(name);
+        Ok(())
+    }
+
+    /// Undoes this operation's writes since its savepoint.
+    pub(crate) async fn rollback_savepoint(&mut self) -> Result<()> {
+        if let Some(sp) = self.savepoint.take() {
+            exec(&mut self.guard.conn, &format!("ROLLBACK TO {sp}; RELEASE {sp}"), "rolling back a savepoint").await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps this operation's writes: joins the batch and returns once the batch committed.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        if let Some(sp) = self.savepoint.take() {
+            if let Err(e) = exec(&mut self.guard.conn, &format!("RELEASE {sp}"), "releasing a savepoint").await {
+                self.savepoint = Some(sp);
+                let _ = self.rollback_savepoint().await;
+                self.release().await;
+                return Err(e);
+            }
+        }
+        if !self.guard.open {
+            // Not in a batch (a plain guard): nothing to wait for.
+            self.release().await;
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.guard.pending.push(tx);
+        let shared = self.shared.clone();
+        self.release().await;
+        // Give the connection back before waiting: the next holder may be the one to commit.
+        drop(self);
+        wait_for_commit(&shared, rx).await
+    }
+
+    /// Ends this operation without keeping anything it wrote since its savepoint.
+    pub(crate) async fn abandon(mut self) {
+        let _ = self.rollback_savepoint().await;
+        self.release().await;
+    }
+
+    /// Gives the connection back; commits the batch unless a queued task takes it over.
+    async fn release(&mut self) {
+        let queued = self.shared.waiting.load(Ordering::SeqCst);
+        if self.guard.open && (queued == 0 || self.guard.pending.len() >= MAX_BATCH) {
+            self.guard.commit_batch().await;
+        }
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        // Cancelled in the middle of an operation: its savepoint is rolled back by the next holder.
+        if let Some(sp) = self.savepoint.take() {
+            self.guard.dirty = Some(sp);
+        }
+    }
+}
+
+async fn wait_for_commit(shared: &Arc<Shared>, mut rx: oneshot::Receiver<CommitResult>) -> Result<()> {
+    loop {
+        match tokio::time::timeout(COMMIT_GRACE, &mut rx).await {
+            Ok(Ok(r)) => return r.map_err(Error::CommitFailed),
+            Ok(Err(_)) => return Err(Error::CommitFailed("the writer was closed".into())),
+            Err(_) => {
+                // Whoever was to commit our batch went away: commit it ourselves.
+                let mut g = shared.state.clone().lock_owned().await;
+                if g.open && shared.waiting.load(Ordering::SeqCst) == 0 {
+                    g.commit_batch().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! A load generator for the widget store: closed-loop customers (each checks out, then pays,
+//! then starts over at once) against a store it starts itself, and the time the store takes
+//! to serve again after its worker is SIGKILLed.
+//!
+//! ```text
+//! cargo build --release -p widget-store
+//! target/release/store_bench                       # SQLite in a fresh temporary directory
+//! target/release/store_bench --backend postgres    # a fresh database `store_bench`
+//! ```
+//!
+//! Options: `--customers 1,16,64`, `--seconds 10` (measured per level, after `--warmup 2`),
+//! `--kills 10`, `--store PATH` (default: the `widget-store` next to this binary). Postgres is
+//! `DBOS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`); the database
+//! `store_bench` there is dropped and created. The widget's inventory is set to a billion
+//! before each level so that nobody meets a sold-out store.
+
+#[path = "../../tests/support/http.rs"]
+#[allow(dead_code)]
+mod http;
+
+use http::{request, Conn};
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error>;
+
+struct Options {
+    postgres: bool,
+    customers: Vec<usize>,
+    seconds: f64,
+    warmup: f64,
+    kills: usize,
+    store: PathBuf,
+}
+
+fn options() -> Result<Options, BoxError> {
+    let exe = std::env::current_exe()?;
+    let mut o = Options {
+        postgres: false,
+        customers: vec![1, 16, 64],
+        seconds: 10.0,
+        warmup: 2.0,
+        kills: 10,
+        store: exe.with_file_name("widget-store"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--backend" => match value()?.as_str() {
+                "sqlite" => o.postgres = false,
+                "postgres" => o.postgres = true,
+                other => return Err(format!("--backend is sqlite or postgres, not {other}").into()),
+            },
+            "--customers" => {
+                o.customers = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--seconds" => o.seconds = value()?.parse()?,
+            "--warmup" => o.warmup = value()?.parse()?,
+            "--kills" => o.kills = value()?.parse()?,
+            "--store" => o.store = value()?.into(),
+            "-h" | "--help" => {
+                println!(
+                    "store_bench [--backend sqlite|postgres] [--customers 1,16,64] [--seconds 10] \
+                     [--warmup 2] [--kills 10] [--store PATH]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option {other} (try --help)").into()),
+        }
+    }
+    Ok(o)
+}
+
+/// The store under test: its supervisor leads a process group, SIGKILLed on drop.
+struct Store {
+    addr: SocketAddr,
+    db_url: String,
+    supervisor: Child,
+    dir: PathBuf,
+}
+
+impl Store {
+    async fn start(o: &Options) -> Result<Store, BoxError> {
+        let dir = std::env::temp_dir().join(format!("store-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let db_url = if o.postgres {
+            let server = std::env::var("DBOS_TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+            sqlx::raw_sql("DROP DATABASE IF EXISTS store_bench WITH (FORCE)")
+                .execute(&mut conn)
+                .await?;
+            sqlx::raw_sql("CREATE DATABASE store_bench")
+                .execute(&mut conn)
+                .await?;
+            format!("{server}/store_bench")
+        } else {
+            format!("sqlite://{}/widget_store.sqlite", dir.display())
+        };
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let log = std::fs::File::create(dir.join("store.log"))?;
+        let mut cmd = Command::new(&o.store);
+        cmd.current_dir(&dir)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", addr.port().to_string())
+            .env("RUST_LOG", "warn")
+            .env_remove("DBOS_DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        if o.postgres {
+            cmd.env("DBOS_DATABASE_URL", &db_url);
+        }
+        let supervisor = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", o.store.display()))?;
+        let store = Store {
+            addr,
+            db_url,
+            supervisor,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !store.serves().await {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the store did not serve within 60 s (log: {})",
+                    store.dir.display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(store)
+    }
+
+    async fn serves(&self) -> bool {
+        matches!(request(self.addr, "GET", "/product").await, Ok(r) if r.status == 200)
+    }
+
+    /// Sets the inventory out of reach of any benchmark.
+    async fn stock_up(&self) -> Result<(), BoxError> {
+        const STOCK: i32 = 1_000_000_000;
+        let sql = "UPDATE products SET inventory = $1 WHERE product_id = 1";
+        if self.db_url.starts_with("sqlite:") {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&self.db_url).await?;
+            sqlx::query(sql).bind(STOCK).execute(&mut c).await?;
+            c.close().await?;
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&self.db_url).await?;
+            sqlx::query(sql).bind(STOCK).execute(&mut c).await?;
+            c.close().await?;
+        }
+        Ok(())
+    }
+
+    /// The worker's process ID: the supervisor's child.
+    fn worker(&self) -> Option<u32> {
+        let supervisor = self.supervisor.id();
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                let (_, rest) = stat.rsplit_once(')')?;
+                let mut fields = rest.split_whitespace();
+                let state = fields.next()?;
+                let ppid = fields.next()?.parse::<u32>().ok()?;
+                (ppid == supervisor && state != "Z").then_some(pid)
+            })
+    }
+
+    /// SIGKILLs the worker; returns when it was sent, once the store serves again.
+    async fn kill_worker(&self) -> Result<Duration, BoxError> {
+        let worker = self.worker().ok_or("no worker process")?;
+        let killed = Instant::now();
+        // SAFETY: signals the worker process this benchmark's supervisor started.
+        unsafe {
+            libc::kill(worker as libc::pid_t, libc::SIGKILL);
+        }
+        // A request sent now waits in the listening socket's backlog (the supervisor holds it)
+        // until the new worker accepts it; one that the dying worker took is sent again.
+        let deadline = killed + Duration::from_secs(30);
+        loop {
+            if self.worker().is_some_and(|w| w != worker) && self.serves().await {
+                return Ok(killed.elapsed());
+            }
+            if Instant::now() > deadline {
+                return Err("the store did not serve again within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this benchmark's supervisor leads.
+        unsafe {
+            libc::kill(-(self.supervisor.id() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = self.supervisor.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the customers measured.
+#[derive(Default)]
+struct Samples {
+    checkout: Vec<Duration>,
+    pay: Vec<Duration>,
+    flow: Vec<Duration>,
+    errors: usize,
+    /// When the last request succeeded.
+    last_ok: Option<Instant>,
+}
+
+/// One keep-alive connection that reconnects after errors.
+struct Client {
+    addr: SocketAddr,
+    conn: Option<Conn>,
+}
+
+impl Client {
+    /// POSTs `path` until it gets a 200 (the store may be restarting); returns the body.
+    async fn post(&mut self, path: &str, shared: &RefCell<Samples>) -> (String, Duration) {
+        loop {
+            let started = Instant::now();
+            let conn = match self.conn.take().filter(Conn::is_open) {
+                Some(c) => Ok(c),
+                None => Conn::connect(self.addr).await,
+            };
+            let answer = match conn {
+                Ok(mut c) => {
+                    let r =
+                        tokio::time::timeout(Duration::from_secs(30), c.send("POST", path, true))
+                            .await;
+                    if c.is_open() {
+                        self.conn = Some(c);
+                    }
+                    r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                }
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r) if r.status == 200 => {
+                    shared.borrow_mut().last_ok = Some(Instant::now());
+                    return (r.body, started.elapsed());
+                }
+                Ok(r) => {
+                    eprintln!("POST {path}: {} {}", r.status, r.body);
+                    shared.borrow_mut().errors += 1;
+                }
+                Err(_) => shared.borrow_mut().errors += 1,
+            }
+            self.conn = None;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A customer: checkout, pay, again, until `stop`; records what finished after `measure_from`.
+async fn customer(
+    addr: SocketAddr,
+    tag: String,
+    measure_from: Instant,
+    stop: Instant,
+    shared: Rc<RefCell<Samples>>,
+) {
+    let mut client = Client { addr, conn: None };
+    let mut n = 0u64;
+    while Instant::now() < stop {
+        n += 1;
+        let started = Instant::now();
+        let (payment_id, checkout) = client.post(&format!("/checkout/{tag}-{n}"), &shared).await;
+        let (_order_id, pay) = client
+            .post(&format!("/payment_webhook/{payment_id}/paid"), &shared)
+            .await;
+        let flow = started.elapsed();
+        if started >= measure_from && Instant::now() <= stop {
+            let mut s = shared.borrow_mut();
+            s.checkout.push(checkout);
+            s.pay.push(pay);
+            s.flow.push(flow);
+        }
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1].as_secs_f64() * 1e3
+}
+
+/// Runs `customers` for warmup + seconds; returns the samples of the measured part.
+async fn run_level(store: &Store, o: &Options, level: usize, customers: usize) -> Samples {
+    let shared = Rc::new(RefCell::new(Samples::default()));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(o.warmup);
+    let stop = measure_from + Duration::from_secs_f64(o.seconds);
+    let tasks = tokio::task::LocalSet::new();
+    for c in 0..customers {
+        let tag = format!("bench{level}-{c}");
+        tasks.spawn_local(customer(
+            store.addr,
+            tag,
+            measure_from,
+            stop,
+            shared.clone(),
+        ));
+    }
+    tasks.await;
+    shared.take()
+}
+
+async fn bench(o: Options) -> Result<(), BoxError> {
+    let store = Store::start(&o).await?;
+    let backend = if o.postgres { "postgres" } else { "sqlite" };
+    println!(
+        "widget store on {backend} ({}), {} s per level after {} s warm-up",
+        store.addr, o.seconds, o.warmup
+    );
+    println!(
+        "{:>9} {:>9} {:>21} {:>21} {:>21} {:>7}",
+        "customers",
+        "flows/s",
+        "checkout p50/p99 ms",
+        "payment p50/p99 ms",
+        "flow p50/p99 ms",
+        "errors"
+    );
+    for (level, &customers) in o.customers.iter().enumerate() {
+        store.stock_up().await?;
+        let mut s = run_level(&store, &o, level, customers).await;
+        let rate = s.flow.len() as f64 / o.seconds;
+        let pair = |v: &mut Vec<Duration>| {
+            format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0))
+        };
+        println!(
+            "{customers:>9} {rate:>9.0} {:>21} {:>21} {:>21} {:>7}",
+            pair(&mut s.checkout),
+            pair(&mut s.pay),
+            pair(&mut s.flow),
+            s.errors
+        );
+    }
+
+    if o.kills > 0 {
+        let mut idle = Vec::new();
+        for _ in 0..o.kills {
+            idle.push(store.kill_worker().await?);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut loaded = Vec::new();
+        for _ in 0..o.kills.div_ceil(2) {
+            loaded.push(kill_under_load(&store).await?);
+        }
+        let ms = |v: &mut Vec<Duration>| {
+            format!(
+                "p50 {:.0} ms, max {:.0} ms",
+                percentile(v, 50.0),
+                percentile(v, 100.0)
+            )
+        };
+        println!(
+            "SIGKILL of the worker -> serving again: idle {} ({} kills)",
+            ms(&mut idle),
+            idle.len()
+        );
+        println!(
+            "SIGKILL of the worker -> a customer served again, 16 customers: {} ({} kills)",
+            ms(&mut loaded),
+            loaded.len()
+        );
+    }
+    Ok(())
+}
+
+/// Kills the worker while 16 customers shop; returns the time until a customer's request
+/// succeeded again.
+async fn kill_under_load(store: &Store) -> Result<Duration, BoxError> {
+    store.stock_up().await?;
+    let shared = Rc::new(RefCell::new(Samples::default()));
+    let now = Instant::now();
+    let stop = now + Duration::from_secs(3);
+    let tag = format!("kill{}", now.elapsed().as_nanos() ^ fastish_seed());
+    let tasks = tokio::task::LocalSet::new();
+    for c in 0..16 {
+        tasks.spawn_local(customer(
+            store.addr,
+            format!("{tag}-{c}"),
+            stop,
+            stop,
+            shared.clone(),
+        ));
+    }
+    let measured = tasks
+        .run_until(async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let worker = store.worker().ok_or("no worker process")?;
+            let killed = Instant::now();
+            // SAFETY: signals the worker process this benchmark's supervisor started.
+            unsafe {
+                libc::kill(worker as libc::pid_t, libc::SIGKILL);
+            }
+            let deadline = killed + Duration::from_secs(30);
+            // Answers from the new worker: those that arrive after it exists.
+            let mut restarted = None;
+            loop {
+                if restarted.is_none() && store.worker().is_some_and(|w| w != worker) {
+                    restarted = Some(Instant::now());
+                }
+                if let (Some(r), Some(ok)) = (restarted, shared.borrow().last_ok) {
+                    if ok > r {
+                        return Ok::<_, BoxError>(ok - killed);
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err("no customer was served within 30 s of the kill".into());
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+    tasks.await;
+    measured
+}
+
+/// A seed that differs between runs, for unique idempotency keys.
+fn fastish_seed() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn main() -> std::process::ExitCode {
+    let result = options().and_then(|o| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(bench(o))
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("store_bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
