@@ -126,7 +126,7 @@ impl Runtime {
 
     /// Counters of database work done so far.
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
-        self.0.db.metrics.snapshot()
+        self.0.db.metrics_snapshot()
     }
 
     /// The configuration this runtime was launched with.

@@ -18,6 +18,9 @@ pub struct MetricsSnapshot {
     pub commits: u64,
     /// Transaction attempts retried after a serialization failure, deadlock or busy database.
     pub transaction_retries: u64,
+    /// SQLite only: the `COMMIT`s the writer actually ran. Operations that arrive together
+    /// share one (group commit), so this is at most `commits`.
+    pub sqlite_batch_commits: u64,
 }
 
 impl Metrics {
@@ -33,6 +36,7 @@ impl Metrics {
         MetricsSnapshot {
             commits: self.commits.load(Ordering::Relaxed),
             transaction_retries: self.retries.load(Ordering::Relaxed),
+            sqlite_batch_commits: 0,
         }
     }
 }

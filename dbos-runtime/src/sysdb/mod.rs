@@ -425,6 +425,17 @@ impl SysDb {
         Ok(())
     }
 
+    /// The runtime's counters, with the SQLite writers' physical commits.
+    pub(crate) fn metrics_snapshot(&self) -> crate::metrics::MetricsSnapshot {
+        let mut m = self.metrics.snapshot();
+        let batches = |b: &Backend| match b {
+            Backend::Sqlite(s) => s.writer.batch_commits(),
+            Backend::Postgres(_) => 0,
+        };
+        m.sqlite_batch_commits = batches(&self.sys) + if self.shared { 0 } else { batches(&self.app) };
+        m
+    }
+
     pub(crate) async fn close(&self) {
         self.sys.close().await;
         if !self.shared {

@@ -38,6 +38,8 @@ struct Shared {
     state: Arc<Mutex<State>>,
     /// Tasks queued for the connection.
     waiting: AtomicUsize,
+    /// `COMMIT`s run.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 /// The single SQLite writer connection, with group commit.
@@ -77,6 +79,7 @@ impl Writer {
             shared: Arc::new(Shared {
                 state: Arc::new(Mutex::new(State { conn, open: false, pending: Vec::new(), dirty: None })),
                 waiting: AtomicUsize::new(0),
+                commits: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -117,6 +120,11 @@ impl Writer {
     pub(crate) async fn plain(&self) -> WriteGuard {
         let guard = self.lock().await;
         WriteGuard { guard, shared: self.shared.clone(), savepoint: None }
+    }
+
+    /// How many batch `COMMIT`s ran.
+    pub(crate) fn batch_commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     /// Commits what is pending (the connection closes when the last handle is dropped).
@@ -207,6 +215,7 @@ impl WriteGuard {
         let queued = self.shared.waiting.load(Ordering::SeqCst);
         if self.guard.open && (queued == 0 || self.guard.pending.len() >= MAX_BATCH) {
             self.guard.commit_batch().await;
+            self.shared.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -230,6 +239,7 @@ async fn wait_for_commit(shared: &Arc<Shared>, mut rx: oneshot::Receiver<CommitR
                 let mut g = shared.state.clone().lock_owned().await;
                 if g.open && shared.waiting.load(Ordering::SeqCst) == 0 {
                     g.commit_batch().await;
+                    shared.commits.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

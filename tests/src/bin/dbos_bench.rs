@@ -82,12 +82,17 @@ async fn run(url: &str, seconds: f64, concurrency: usize) -> Result<(), Box<dyn 
         _ => String::new(),
     };
     println!(
-        "{backend:8} concurrency {concurrency:3}: {:7.0} workflows/s, p50 {:6.2} ms, p99 {:6.2} ms, commits/wf {:.2}{pg} ({} workflows)",
+        "{backend:8} concurrency {concurrency:3}: {:7.0} workflows/s, p50 {:6.2} ms, p99 {:6.2} ms, commits/wf {:.2}{pg}{batches} ({} workflows)",
         n / elapsed,
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         (after.commits - before.commits) as f64 / n,
-        lat.len()
+        lat.len(),
+        batches = if backend == "sqlite" {
+            format!(", SQLite group commits/wf {:.2}", (after.sqlite_batch_commits - before.sqlite_batch_commits) as f64 / n)
+        } else {
+            String::new()
+        }
     );
     rt.shutdown().await;
     Ok(())
