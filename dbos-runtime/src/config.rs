@@ -149,7 +149,9 @@ impl DbosConfig {
 
 /// The URL with any password replaced by `***`, for error messages.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
     match rest.split_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
@@ -169,7 +171,13 @@ fn env_nonempty(key: &str) -> Option<String> {
 
 fn file_stem(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -184,7 +192,9 @@ impl DatabaseUrl {
     pub(crate) fn parse(url: &str) -> Result<DatabaseUrl, Error> {
         let trimmed = url.trim();
         if trimmed.starts_with("sqlite:") {
-            let rest = trimmed.trim_start_matches("sqlite:").trim_start_matches("//");
+            let rest = trimmed
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//");
             if rest.is_empty() {
                 return Err(Error::Config(format!(
                     "database URL {url:?} names no SQLite file (use sqlite://app.sqlite or sqlite::memory:)"
@@ -194,7 +204,9 @@ impl DatabaseUrl {
         } else if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
             trimmed
                 .parse::<sqlx::postgres::PgConnectOptions>()
-                .map_err(|e| Error::Config(format!("malformed Postgres URL {:?}: {e}", redact_url(url))))?;
+                .map_err(|e| {
+                    Error::Config(format!("malformed Postgres URL {:?}: {e}", redact_url(url)))
+                })?;
             Ok(DatabaseUrl::Postgres(trimmed.to_owned()))
         } else {
             Err(Error::Config(format!(
@@ -242,7 +254,9 @@ mod tests {
                 assert!(err.to_string().contains(url), "{err}");
             }
         }
-        let err = DatabaseUrl::parse("postgres://u:secret@h:notaport/db").unwrap_err().to_string();
+        let err = DatabaseUrl::parse("postgres://u:secret@h:notaport/db")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secret") && err.contains("u:***@h"), "{err}");
         assert!(matches!(
             DatabaseUrl::parse("postgres://postgres@127.0.0.1:5432/x"),

@@ -84,8 +84,16 @@ pub(crate) enum Position {
 
 pub(crate) fn position() -> Result<Position> {
     match CURRENT.try_with(|c| c.clone()) {
-        Ok(Current { rt, wf: Some(wf), in_step: false }) => Ok(Position::Workflow(rt, wf)),
-        Ok(Current { rt, wf: Some(wf), in_step: true }) => Ok(Position::InStep(rt, wf)),
+        Ok(Current {
+            rt,
+            wf: Some(wf),
+            in_step: false,
+        }) => Ok(Position::Workflow(rt, wf)),
+        Ok(Current {
+            rt,
+            wf: Some(wf),
+            in_step: true,
+        }) => Ok(Position::InStep(rt, wf)),
         Ok(Current { rt, wf: None, .. }) => Ok(Position::Outside(rt)),
         Err(_) => Ok(Position::Outside(crate::dbos::global()?)),
     }
@@ -105,9 +113,17 @@ pub(crate) async fn scope<F: std::future::Future>(current: Current, fut: F) -> F
 }
 
 /// Runs `fut` as a step body of `wf`.
-pub(crate) async fn in_step<F: std::future::Future>(rt: &Runtime, wf: &Arc<WfCtx>, fut: F) -> F::Output {
+pub(crate) async fn in_step<F: std::future::Future>(
+    rt: &Runtime,
+    wf: &Arc<WfCtx>,
+    fut: F,
+) -> F::Output {
     scope(
-        Current { rt: rt.clone(), wf: Some(wf.clone()), in_step: true },
+        Current {
+            rt: rt.clone(),
+            wf: Some(wf.clone()),
+            in_step: true,
+        },
         fut,
     )
     .await

@@ -38,7 +38,9 @@ pub struct Runtime(Arc<Inner>);
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("app", &self.0.cfg.name).finish()
+        f.debug_struct("Runtime")
+            .field("app", &self.0.cfg.name)
+            .finish()
     }
 }
 
@@ -99,7 +101,11 @@ impl Runtime {
     /// Runs `fut` with this runtime as the current one (for code outside workflows).
     pub async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
         crate::context::scope(
-            crate::context::Current { rt: self.clone(), wf: None, in_step: false },
+            crate::context::Current {
+                rt: self.clone(),
+                wf: None,
+                in_step: false,
+            },
             fut,
         )
         .await
@@ -280,11 +286,15 @@ impl DBOS {
     /// The status of a workflow, or `None` when no workflow has this ID.
     pub async fn get_status(workflow_id: &str) -> Result<Option<WorkflowStatus>> {
         let rt = crate::context::runtime()?;
-        Ok(rt.db().get_workflow(workflow_id).await?.map(|row| WorkflowStatus {
-            workflow_id: workflow_id.to_owned(),
-            status: row.status,
-            name: row.name,
-        }))
+        Ok(rt
+            .db()
+            .get_workflow(workflow_id)
+            .await?
+            .map(|row| WorkflowStatus {
+                workflow_id: workflow_id.to_owned(),
+                status: row.status,
+                name: row.name,
+            }))
     }
 
     /// Whether a workflow with this ID exists.
@@ -298,9 +308,8 @@ impl DBOS {
     /// [`Error::NotInWorkflow`] outside a workflow.
     pub fn workflow_id() -> Result<String> {
         match crate::context::position() {
-            Ok(crate::context::Position::Workflow(_, ctx)) | Ok(crate::context::Position::InStep(_, ctx)) => {
-                Ok(ctx.id.clone())
-            }
+            Ok(crate::context::Position::Workflow(_, ctx))
+            | Ok(crate::context::Position::InStep(_, ctx)) => Ok(ctx.id.clone()),
             _ => Err(Error::NotInWorkflow("DBOS::workflow_id")),
         }
     }

@@ -64,11 +64,11 @@ pub use dbos::{Runtime, DBOS};
 pub use dbos_macros::{scheduled, step, transaction, workflow};
 pub use error::{Error, PortableError, Result, WorkflowError};
 pub use metrics::MetricsSnapshot;
+/// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
+pub use rust_decimal::Decimal;
 pub use scheduler::tick_workflow_id;
 pub use step::StepOptions;
 pub use sysdb::{FromRow, Numeric, Param, Tx, TxQuery};
-/// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
-pub use rust_decimal::Decimal;
 pub use transaction::{Isolation, TxOptions};
 pub use workflow::{WorkflowCall, WorkflowHandle, WorkflowStatus};
 
@@ -78,8 +78,8 @@ pub use sqlx;
 /// Everything a user of the macros needs in one import.
 pub mod prelude {
     pub use crate::{
-        scheduled, step, transaction, workflow, DbosConfig, Error, Tx, WorkflowCall, WorkflowHandle,
-        DBOS,
+        scheduled, step, transaction, workflow, DbosConfig, Error, Tx, WorkflowCall,
+        WorkflowHandle, DBOS,
     };
     pub use chrono::{DateTime, Utc};
     pub use std::time::Duration;
@@ -102,7 +102,11 @@ pub mod __private {
     use serde::{de::DeserializeOwned, Serialize};
 
     /// Builds a workflow call from its name, encoded arguments and body.
-    pub fn workflow_call<T, E, F>(name: &'static str, args: ArgsEncoder, body: F) -> WorkflowCall<T, E>
+    pub fn workflow_call<T, E, F>(
+        name: &'static str,
+        args: ArgsEncoder,
+        body: F,
+    ) -> WorkflowCall<T, E>
     where
         F: std::future::Future<Output = Result<T, E>> + Send + 'static,
         T: Serialize + DeserializeOwned + Send + 'static,

@@ -58,7 +58,8 @@ async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
         tracing::error!(workflow_id = %c.id, "{}", Error::NotRegistered { name });
         return Ok(());
     };
-    let call = Inputs::parse(c.inputs.as_deref(), c.serialization.as_deref()).and_then(entry.resume);
+    let call =
+        Inputs::parse(c.inputs.as_deref(), c.serialization.as_deref()).and_then(entry.resume);
     match call {
         Ok(call) => {
             let recorded = rt.db().load_steps(&c.id).await?;
@@ -68,7 +69,9 @@ async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
             // Undecodable inputs never succeed: fail the workflow at once.
             tracing::error!(workflow_id = %c.id, "cannot rebuild the workflow's arguments: {e}");
             let text = serialization::to_json(&e.to_portable(), "an error")?;
-            rt.db().complete_workflow(&c.id, &Outcome::Error(text)).await?;
+            rt.db()
+                .complete_workflow(&c.id, &Outcome::Error(text))
+                .await?;
             rt.notifier().notify(&crate::notify::done_key(&c.id));
         }
     }

@@ -30,13 +30,30 @@ enum EntryKind {
 
 impl Entry {
     /// A workflow recovery can resume by name.
-    pub const fn workflow(name: &'static str, resume: ResumeFn, file: &'static str, line: u32) -> Entry {
-        Entry { kind: EntryKind::Workflow { name, resume, file, line } }
+    pub const fn workflow(
+        name: &'static str,
+        resume: ResumeFn,
+        file: &'static str,
+        line: u32,
+    ) -> Entry {
+        Entry {
+            kind: EntryKind::Workflow {
+                name,
+                resume,
+                file,
+                line,
+            },
+        }
     }
 
     /// A cron schedule for the workflow registered as `workflow_name`.
     pub const fn schedule(workflow_name: &'static str, cron: &'static str) -> Entry {
-        Entry { kind: EntryKind::Schedule { workflow_name, cron } }
+        Entry {
+            kind: EntryKind::Schedule {
+                workflow_name,
+                cron,
+            },
+        }
     }
 }
 
@@ -66,7 +83,12 @@ impl Registry {
         let mut places: HashMap<&'static str, (&'static str, u32)> = HashMap::new();
         for e in entries {
             match e.kind {
-                EntryKind::Workflow { name, resume, file, line } => {
+                EntryKind::Workflow {
+                    name,
+                    resume,
+                    file,
+                    line,
+                } => {
                     if let Some((f, l)) = places.insert(name, (file, line)) {
                         return Err(Error::DuplicateName {
                             name: name.to_owned(),
@@ -76,7 +98,10 @@ impl Registry {
                     }
                     reg.workflows.insert(name, Registered { resume });
                 }
-                EntryKind::Schedule { workflow_name, cron } => reg.schedules.push((workflow_name, cron)),
+                EntryKind::Schedule {
+                    workflow_name,
+                    cron,
+                } => reg.schedules.push((workflow_name, cron)),
             }
         }
         reg.schedules.sort();
@@ -103,7 +128,10 @@ mod tests {
         let b = Entry::workflow("app::wf", resume, "src/b.rs", 7);
         let err = Registry::from_entries([&a, &b].into_iter()).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("app::wf") && text.contains("src/a.rs:3") && text.contains("src/b.rs:7"), "{text}");
+        assert!(
+            text.contains("app::wf") && text.contains("src/a.rs:3") && text.contains("src/b.rs:7"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -129,9 +129,10 @@ impl Inputs {
     pub fn next<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
         let position = self.position;
         self.position += 1;
-        let value = self.args.next().ok_or_else(|| {
-            Error::BadInputs(format!("argument {position} is missing"))
-        })?;
+        let value = self
+            .args
+            .next()
+            .ok_or_else(|| Error::BadInputs(format!("argument {position} is missing")))?;
         serde_json::from_value(value)
             .map_err(|e| Error::BadInputs(format!("argument {position}: {e}")))
     }

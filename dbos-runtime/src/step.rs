@@ -23,7 +23,11 @@ pub struct StepOptions {
 
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions { max_attempts: 1, interval_secs: 1.0, backoff: 2.0 }
+        StepOptions {
+            max_attempts: 1,
+            interval_secs: 1.0,
+            backoff: 2.0,
+        }
     }
 }
 
@@ -41,7 +45,9 @@ where
         async move {
             match b {
                 Some(b) => b.await,
-                None => Err(E::from(Error::BadInputs("a step without retries ran twice".into()))),
+                None => Err(E::from(Error::BadInputs(
+                    "a step without retries ran twice".into(),
+                ))),
             }
         }
     })
@@ -49,7 +55,11 @@ where
 }
 
 /// Runs a step, retrying failures per `opts`; the final outcome (value or last error) is recorded.
-pub async fn run_step<T, E, F, Fut>(name: &'static str, opts: StepOptions, mut body: F) -> Result<T, E>
+pub async fn run_step<T, E, F, Fut>(
+    name: &'static str,
+    opts: StepOptions,
+    mut body: F,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut + Send,
     Fut: Future<Output = Result<T, E>> + Send,
@@ -70,8 +80,14 @@ where
     let started = now_ms();
     let result = context::in_step(&rt, &ctx, with_retries(name, opts, &mut body)).await;
     let (output, error) = match &result {
-        Ok(v) => (Some(serialization::to_json(v, "a step's output").map_err(E::from)?), None),
-        Err(e) => (None, Some(serialization::to_json(&e.to_portable(), "a step's error").map_err(E::from)?)),
+        Ok(v) => (
+            Some(serialization::to_json(v, "a step's output").map_err(E::from)?),
+            None,
+        ),
+        Err(e) => (
+            None,
+            Some(serialization::to_json(&e.to_portable(), "a step's error").map_err(E::from)?),
+        ),
     };
     rt.db()
         .record_step(&StepWrite {
@@ -103,7 +119,12 @@ where
         match body().await {
             Ok(v) => return Ok(v),
             Err(e) if attempt < attempts => {
-                tracing::warn!(step = name, attempt, "step failed, retrying in {wait:.3}s: {}", e.to_portable());
+                tracing::warn!(
+                    step = name,
+                    attempt,
+                    "step failed, retrying in {wait:.3}s: {}",
+                    e.to_portable()
+                );
                 tokio::time::sleep(Duration::from_secs_f64(wait.min(3600.0))).await;
                 wait *= opts.backoff.max(1.0);
                 attempt += 1;

@@ -37,7 +37,10 @@ pub struct ErasedCall {
 
 impl std::fmt::Debug for ErasedCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ErasedCall").field("name", &self.name).field("id", &self.id).finish()
+        f.debug_struct("ErasedCall")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -76,14 +79,23 @@ where
         let body = async move {
             let result = body.await;
             let outcome = match &result {
-                Ok(v) => serialization::to_json(v, "the workflow's output")
-                    .map_err(|e| e.to_portable()),
+                Ok(v) => {
+                    serialization::to_json(v, "the workflow's output").map_err(|e| e.to_portable())
+                }
                 Err(e) => Err(e.to_portable()),
             };
-            Finished { outcome, typed: Some(Box::new(result)) }
+            Finished {
+                outcome,
+                typed: Some(Box::new(result)),
+            }
         };
         WorkflowCall {
-            erased: ErasedCall { name, inputs: args.finish(), body: Box::pin(body), id: None },
+            erased: ErasedCall {
+                name,
+                inputs: args.finish(),
+                body: Box::pin(body),
+                id: None,
+            },
             _types: PhantomData,
         }
     }
@@ -143,7 +155,9 @@ pub struct WorkflowHandle<T, E = Error> {
 
 impl<T, E> std::fmt::Debug for WorkflowHandle<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkflowHandle").field("id", &self.id).finish()
+        f.debug_struct("WorkflowHandle")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -153,7 +167,12 @@ where
     E: WorkflowError,
 {
     pub(crate) fn new(id: String, rt: Runtime, local: Option<oneshot::Receiver<Finished>>) -> Self {
-        WorkflowHandle { id, rt, local: Mutex::new(local), _types: PhantomData }
+        WorkflowHandle {
+            id,
+            rt,
+            local: Mutex::new(local),
+            _types: PhantomData,
+        }
     }
 
     /// The workflow's ID.
@@ -164,7 +183,11 @@ where
     /// The workflow's current status row.
     pub async fn get_status(&self) -> Result<WorkflowStatus> {
         match self.rt.db().get_workflow(&self.id).await? {
-            Some(row) => Ok(WorkflowStatus { workflow_id: self.id.clone(), status: row.status, name: row.name }),
+            Some(row) => Ok(WorkflowStatus {
+                workflow_id: self.id.clone(),
+                status: row.status,
+                name: row.name,
+            }),
             None => Err(Error::NonExistentWorkflow(self.id.clone())),
         }
     }
@@ -182,7 +205,10 @@ where
                 let (outcome, typed) = self.wait().await.map_err(E::from)?;
                 let (output, error) = match &outcome {
                     Ok(o) => (Some(o.as_str()), None),
-                    Err(e) => (None, Some(serialization::to_json(e, "an error").map_err(E::from)?)),
+                    Err(e) => (
+                        None,
+                        Some(serialization::to_json(e, "an error").map_err(E::from)?),
+                    ),
                 };
                 rt.db()
                     .record_step(&StepWrite {
@@ -207,7 +233,12 @@ where
         }
     }
 
-    async fn wait(&self) -> Result<(std::result::Result<String, PortableError>, Option<Box<dyn Any + Send>>)> {
+    async fn wait(
+        &self,
+    ) -> Result<(
+        std::result::Result<String, PortableError>,
+        Option<Box<dyn Any + Send>>,
+    )> {
         let local = match self.local.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
@@ -235,13 +266,16 @@ fn decode_finished<T: DeserializeOwned + 'static, E: WorkflowError>(
         }
     }
     match outcome {
-        Ok(text) => serialization::from_json(&text, Some(PORTABLE_JSON), "a workflow's output").map_err(E::from),
+        Ok(text) => serialization::from_json(&text, Some(PORTABLE_JSON), "a workflow's output")
+            .map_err(E::from),
         Err(e) => Err(E::from_portable(e)),
     }
 }
 
 /// Replays a recorded operation: its output, or its error.
-pub(crate) fn replay_step<T: DeserializeOwned, E: WorkflowError>(row: &StepRow) -> std::result::Result<T, E> {
+pub(crate) fn replay_step<T: DeserializeOwned, E: WorkflowError>(
+    row: &StepRow,
+) -> std::result::Result<T, E> {
     let tag = row.serialization.as_deref();
     if let Some(err) = &row.error {
         let p = serialization::error_from_json(err, tag).map_err(E::from)?;
@@ -259,19 +293,30 @@ fn row_outcome(id: &str, row: &WorkflowRow) -> Result<std::result::Result<String
             serialization::check_tag(tag)?;
             Ok(Ok(row.output.clone().unwrap_or_else(|| "null".to_owned())))
         }
-        "ERROR" => Ok(Err(serialization::error_from_json(row.error.as_deref().unwrap_or("{}"), tag)?)),
+        "ERROR" => Ok(Err(serialization::error_from_json(
+            row.error.as_deref().unwrap_or("{}"),
+            tag,
+        )?)),
         "CANCELLED" => Err(Error::WorkflowCancelled(id.to_owned())),
         "MAX_RECOVERY_ATTEMPTS_EXCEEDED" => Err(Error::MaxRecoveryAttemptsExceeded(id.to_owned())),
         _ => unreachable_status(id, &row.status),
     }
 }
 
-fn unreachable_status(id: &str, status: &str) -> Result<std::result::Result<String, PortableError>> {
-    Err(Error::BadInputs(format!("workflow `{id}` has no outcome yet (status {status})")))
+fn unreachable_status(
+    id: &str,
+    status: &str,
+) -> Result<std::result::Result<String, PortableError>> {
+    Err(Error::BadInputs(format!(
+        "workflow `{id}` has no outcome yet (status {status})"
+    )))
 }
 
 fn is_terminal(status: &str) -> bool {
-    matches!(status, "SUCCESS" | "ERROR" | "CANCELLED" | "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+    matches!(
+        status,
+        "SUCCESS" | "ERROR" | "CANCELLED" | "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    )
 }
 
 /// Waits until the workflow's row is terminal: woken at once by local completions, polling
@@ -293,7 +338,10 @@ pub(crate) async fn wait_for_outcome(rt: &Runtime, id: &str) -> Result<WorkflowR
 
 fn validate_id(id: &str) -> Result<()> {
     if id.trim().is_empty() {
-        return Err(Error::InvalidWorkflowId { id: id.to_owned(), why: "it is empty or whitespace" });
+        return Err(Error::InvalidWorkflowId {
+            id: id.to_owned(),
+            why: "it is empty or whitespace",
+        });
     }
     Ok(())
 }
@@ -337,7 +385,10 @@ pub(crate) async fn start_erased(
                     return Ok((rt, child, None));
                 }
             }
-            let id = call.id.clone().unwrap_or_else(|| format!("{}-{}", parent.id, n));
+            let id = call
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{}-{}", parent.id, n));
             validate_id(&id)?;
             let started = now_ms();
             let name = call.name;
@@ -362,14 +413,19 @@ pub(crate) async fn start_erased(
                     // Recorded already: the same child is fine, another is non-determinism.
                     let rows = rt.db().load_steps(&parent.id).await?;
                     match rows.into_iter().find(|r| r.function_id == n) {
-                        Some(r) if r.child_workflow_id.as_deref() == Some(id.as_str()) => Ok((rt, id, local)),
+                        Some(r) if r.child_workflow_id.as_deref() == Some(id.as_str()) => {
+                            Ok((rt, id, local))
+                        }
                         Some(r) => Err(Error::NonDeterministic {
                             workflow_id: parent.id.clone(),
                             function_id: n,
                             recorded: r.child_workflow_id.unwrap_or(r.function_name),
                             current: id,
                         }),
-                        None => Err(Error::ConcurrentExecution { workflow_id: parent.id.clone(), function_id: n }),
+                        None => Err(Error::ConcurrentExecution {
+                            workflow_id: parent.id.clone(),
+                            function_id: n,
+                        }),
                     }
                 }
                 Err(e) => Err(e),
@@ -389,14 +445,27 @@ async fn insert_and_run(
     let owner = uuid::Uuid::new_v4().to_string();
     let row = rt
         .db()
-        .insert_workflow(&NewWorkflow { id, name: call.name, inputs: &inputs, owner_xid: &owner, parent_id: parent, enqueue })
+        .insert_workflow(&NewWorkflow {
+            id,
+            name: call.name,
+            inputs: &inputs,
+            owner_xid: &owner,
+            parent_id: parent,
+            enqueue,
+        })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {
         if enqueue {
             rt.wake_dispatcher();
             return Ok(None);
         }
-        return Ok(Some(spawn_execution(rt, id.to_owned(), call.body, Vec::new(), false)));
+        return Ok(Some(spawn_execution(
+            rt,
+            id.to_owned(),
+            call.body,
+            Vec::new(),
+            false,
+        )));
     }
     let existing = row.name.as_deref().unwrap_or("");
     if existing != call.name {
@@ -419,7 +488,11 @@ pub(crate) fn spawn_execution(
 ) -> oneshot::Receiver<Finished> {
     let (tx, rx) = oneshot::channel();
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed));
-    let current = Current { rt: rt.clone(), wf: Some(ctx), in_step: false };
+    let current = Current {
+        rt: rt.clone(),
+        wf: Some(ctx),
+        in_step: false,
+    };
     let rt2 = rt.clone();
     let task_id = id.clone();
     let task = rt.spawn(async move {
@@ -430,7 +503,10 @@ pub(crate) fn spawn_execution(
             Err(panic) => {
                 let msg = panic_message(&panic);
                 tracing::error!(workflow_id = %id, "workflow panicked: {msg}");
-                Finished { outcome: Err(Error::Panic(msg).to_portable()), typed: None }
+                Finished {
+                    outcome: Err(Error::Panic(msg).to_portable()),
+                    typed: None,
+                }
             }
         };
         // Conditions where another execution owns the outcome: record nothing.

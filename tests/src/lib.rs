@@ -33,10 +33,20 @@ pub struct TestDb {
 fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     // Postgres identifiers are at most 63 bytes.
-    let tail = if s.len() > 50 { &s[s.len() - 50..] } else { &s[..] };
+    let tail = if s.len() > 50 {
+        &s[s.len() - 50..]
+    } else {
+        &s[..]
+    };
     format!("t_{tail}")
 }
 
@@ -50,7 +60,8 @@ impl TestDb {
     async fn fresh_named(backend: Backend, db: &str) -> TestDb {
         match backend {
             Backend::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("dbos-tests-{}-{db}", std::process::id()));
+                let dir =
+                    std::env::temp_dir().join(format!("dbos-tests-{}-{db}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 std::fs::create_dir_all(&dir).expect("create the test directory");
                 TestDb {
@@ -75,7 +86,11 @@ impl TestDb {
                     .execute(&mut conn)
                     .await
                     .expect("create the test database");
-                TestDb { url: format!("{server}/{db}"), backend, dir: None }
+                TestDb {
+                    url: format!("{server}/{db}"),
+                    backend,
+                    dir: None,
+                }
             }
         }
     }
@@ -171,7 +186,10 @@ impl Inspect {
             if let Ok(v) = r.try_get::<Option<i32>, _>(i) {
                 return v.map(|v| v.to_string());
             }
-            r.try_get::<Option<bool>, _>(i).ok().flatten().map(|v| v.to_string())
+            r.try_get::<Option<bool>, _>(i)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string())
         }
         macro_rules! collect {
             ($rows:expr) => {
@@ -183,11 +201,17 @@ impl Inspect {
         }
         match self {
             Inspect::Sqlite(p) => {
-                let rows = sqlx::query(sql).fetch_all(p).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let rows = sqlx::query(sql)
+                    .fetch_all(p)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
                 collect!(rows)
             }
             Inspect::Postgres(p) => {
-                let rows = sqlx::query(sql).fetch_all(p).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let rows = sqlx::query(sql)
+                    .fetch_all(p)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
                 collect!(rows)
             }
         }

@@ -80,7 +80,11 @@ macro_rules! on_writer {
                 }
             }
             Backend::Postgres(b) => {
-                let mut $p = b.pool.acquire().await.map_err(Error::db("acquiring a connection"))?;
+                let mut $p = b
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(Error::db("acquiring a connection"))?;
                 $body
             }
         }
@@ -92,11 +96,19 @@ macro_rules! on_reader {
     ($backend:expr, |$p:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(b) => {
-                let mut $p = b.reader.acquire().await.map_err(Error::db("acquiring a connection"))?;
+                let mut $p = b
+                    .reader
+                    .acquire()
+                    .await
+                    .map_err(Error::db("acquiring a connection"))?;
                 $body
             }
             Backend::Postgres(b) => {
-                let mut $p = b.pool.acquire().await.map_err(Error::db("acquiring a connection"))?;
+                let mut $p = b
+                    .pool
+                    .acquire()
+                    .await
+                    .map_err(Error::db("acquiring a connection"))?;
                 $body
             }
         }
@@ -132,7 +144,6 @@ macro_rules! in_write_tx {
         }
     };
 }
-
 
 impl Backend {
     async fn connect(url: &DatabaseUrl, cfg: &DbosConfig, create: bool) -> Result<Backend> {
@@ -432,7 +443,8 @@ impl SysDb {
             Backend::Sqlite(s) => s.writer.batch_commits(),
             Backend::Postgres(_) => 0,
         };
-        m.sqlite_batch_commits = batches(&self.sys) + if self.shared { 0 } else { batches(&self.app) };
+        m.sqlite_batch_commits =
+            batches(&self.sys) + if self.shared { 0 } else { batches(&self.app) };
         m
     }
 
@@ -793,7 +805,10 @@ impl SysDb {
                     .fetch_one(&mut *t)
                     .await
                     .map_err(Error::db("recording a set_event"))?;
-                check_step_written(s, row.try_get(0).map_err(Error::db("recording a set_event"))?)?;
+                check_step_written(
+                    s,
+                    row.try_get(0).map_err(Error::db("recording a set_event"))?,
+                )?;
             }
             Ok::<(), Error>(())
         })?;
@@ -1003,4 +1018,3 @@ fn is_transient(e: &sqlx::Error) -> bool {
     // WAL, which busy_timeout does not wait for.
     matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) || is_conflict(e)
 }
-

@@ -51,8 +51,10 @@ impl PgDb {
     /// Creates DBOS's schema at version 108, or finishes a DBOS-made one (SYSDB.md §2), under
     /// DBOS's advisory lock so that processes launching together do not race.
     pub(crate) async fn migrate(&self, schema: &str) -> Result<()> {
-        let ddl = DDL.replace("dbos.", &format!("{schema}."))
-            .replace("CREATE SCHEMA IF NOT EXISTS dbos;", &format!("CREATE SCHEMA IF NOT EXISTS {schema};"));
+        let ddl = DDL.replace("dbos.", &format!("{schema}.")).replace(
+            "CREATE SCHEMA IF NOT EXISTS dbos;",
+            &format!("CREATE SCHEMA IF NOT EXISTS {schema};"),
+        );
         let mut conn = self
             .pool
             .acquire()
@@ -93,10 +95,12 @@ impl PgDb {
             .await
             .map_err(Error::db("reading dbos_migrations"))?;
         let version: Option<i64> = if exists.is_some() {
-            sqlx::query_scalar(&format!("SELECT MAX(version) FROM {schema}.dbos_migrations"))
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(Error::db("reading dbos_migrations"))?
+            sqlx::query_scalar(&format!(
+                "SELECT MAX(version) FROM {schema}.dbos_migrations"
+            ))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(Error::db("reading dbos_migrations"))?
         } else {
             None
         };

@@ -49,7 +49,11 @@ impl SqliteDb {
         let writer = retry_connect(&what, || Writer::connect(&opts)).await?;
         // sqlx names an in-memory database and shares its cache, so reader connections see
         // the writer's database (which lives as long as the writer connection).
-        let reader_opts = if memory { opts.clone() } else { opts.clone().read_only(true) };
+        let reader_opts = if memory {
+            opts.clone()
+        } else {
+            opts.clone().read_only(true)
+        };
         let reader = retry_connect(&what, || {
             SqlitePoolOptions::new()
                 .max_connections(4)

@@ -55,12 +55,18 @@ impl std::fmt::Debug for Writer {
 }
 
 async fn exec(conn: &mut SqliteConnection, sql: &str, doing: &'static str) -> Result<()> {
-    sqlx::Executor::execute(conn, sql).await.map(|_| ()).map_err(Error::db(doing))
+    sqlx::Executor::execute(conn, sql)
+        .await
+        .map(|_| ())
+        .map_err(Error::db(doing))
 }
 
 impl State {
     async fn commit_batch(&mut self) {
-        let result = sqlx::Executor::execute(&mut self.conn, "COMMIT").await.map(|_| ()).map_err(|e| e.to_string());
+        let result = sqlx::Executor::execute(&mut self.conn, "COMMIT")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
         if result.is_err() {
             // A failed COMMIT may leave the transaction open: end it so the next batch starts clean.
             let _ = sqlx::Executor::execute(&mut self.conn, "ROLLBACK").await;
@@ -73,11 +79,18 @@ impl State {
 }
 
 impl Writer {
-    pub(crate) async fn connect(opts: &SqliteConnectOptions) -> std::result::Result<Writer, sqlx::Error> {
+    pub(crate) async fn connect(
+        opts: &SqliteConnectOptions,
+    ) -> std::result::Result<Writer, sqlx::Error> {
         let conn = opts.connect().await?;
         Ok(Writer {
             shared: Arc::new(Shared {
-                state: Arc::new(Mutex::new(State { conn, open: false, pending: Vec::new(), dirty: None })),
+                state: Arc::new(Mutex::new(State {
+                    conn,
+                    open: false,
+                    pending: Vec::new(),
+                    dirty: None,
+                })),
                 waiting: AtomicUsize::new(0),
                 commits: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -105,7 +118,11 @@ impl Writer {
     /// Takes the connection inside the open batch (starting one with `BEGIN IMMEDIATE`).
     pub(crate) async fn begin(&self) -> Result<WriteGuard> {
         let guard = self.lock().await;
-        let mut w = WriteGuard { guard, shared: self.shared.clone(), savepoint: None };
+        let mut w = WriteGuard {
+            guard,
+            shared: self.shared.clone(),
+            savepoint: None,
+        };
         if !w.guard.open {
             if let Err(e) = exec(&mut w.guard.conn, "BEGIN IMMEDIATE", "beginning a write").await {
                 w.release().await;
@@ -119,7 +136,11 @@ impl Writer {
     /// Takes the connection for a statement that writes nothing (a pragma), batch or not.
     pub(crate) async fn plain(&self) -> WriteGuard {
         let guard = self.lock().await;
-        WriteGuard { guard, shared: self.shared.clone(), savepoint: None }
+        WriteGuard {
+            guard,
+            shared: self.shared.clone(),
+            savepoint: None,
+        }
     }
 
     /// How many batch `COMMIT`s ran.
@@ -167,7 +188,12 @@ impl WriteGuard {
 
     /// Opens a savepoint so that this operation can be undone alone.
     pub(crate) async fn savepoint(&mut self, name: &'static str) -> Result<()> {
-        exec(&mut self.guard.conn, &format!("SAVEPOINT {name}"), "opening a savepoint").await?;
+        exec(
+            &mut self.guard.conn,
+            &format!("SAVEPOINT {name}"),
+            "opening a savepoint",
+        )
+        .await?;
         self.savepoint = Some(name);
         Ok(())
     }
@@ -175,7 +201,12 @@ impl WriteGuard {
     /// Undoes this operation's writes since its savepoint.
     pub(crate) async fn rollback_savepoint(&mut self) -> Result<()> {
         if let Some(sp) = self.savepoint.take() {
-            exec(&mut self.guard.conn, &format!("ROLLBACK TO {sp}; RELEASE {sp}"), "rolling back a savepoint").await?;
+            exec(
+                &mut self.guard.conn,
+                &format!("ROLLBACK TO {sp}; RELEASE {sp}"),
+                "rolling back a savepoint",
+            )
+            .await?;
         }
         Ok(())
     }
@@ -183,7 +214,13 @@ impl WriteGuard {
     /// Keeps this operation's writes: joins the batch and returns once the batch committed.
     pub(crate) async fn commit(mut self) -> Result<()> {
         if let Some(sp) = self.savepoint.take() {
-            if let Err(e) = exec(&mut self.guard.conn, &format!("RELEASE {sp}"), "releasing a savepoint").await {
+            if let Err(e) = exec(
+                &mut self.guard.conn,
+                &format!("RELEASE {sp}"),
+                "releasing a savepoint",
+            )
+            .await
+            {
                 self.savepoint = Some(sp);
                 let _ = self.rollback_savepoint().await;
                 self.release().await;
@@ -229,7 +266,10 @@ impl Drop for WriteGuard {
     }
 }
 
-async fn wait_for_commit(shared: &Arc<Shared>, mut rx: oneshot::Receiver<CommitResult>) -> Result<()> {
+async fn wait_for_commit(
+    shared: &Arc<Shared>,
+    mut rx: oneshot::Receiver<CommitResult>,
+) -> Result<()> {
     loop {
         match tokio::time::timeout(COMMIT_GRACE, &mut rx).await {
             Ok(Ok(r)) => return r.map_err(Error::CommitFailed),

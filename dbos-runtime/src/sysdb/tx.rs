@@ -248,7 +248,9 @@ impl SqliteConn {
         match self {
             SqliteConn::Reader(c) => Ok(&mut *c),
             SqliteConn::Writer(Some(g)) => Ok(&mut *g),
-            SqliteConn::Writer(None) => Err(sqlx::Error::Protocol("the transaction has already ended".into())),
+            SqliteConn::Writer(None) => Err(sqlx::Error::Protocol(
+                "the transaction has already ended".into(),
+            )),
         }
     }
 
@@ -380,7 +382,11 @@ impl SqliteTx {
             self.state = SqliteState::Ended;
             return match slot.take() {
                 // Releases the savepoint, then waits for the batch's COMMIT.
-                Some(g) => g.commit().await.map(|()| true).map_err(|e| sqlx::Error::Protocol(e.to_string())),
+                Some(g) => g
+                    .commit()
+                    .await
+                    .map(|()| true)
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string())),
                 None => Ok(true),
             };
         }

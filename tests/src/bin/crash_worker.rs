@@ -20,8 +20,20 @@ async fn side_effect(workflow_id: &str, step: i32) -> Result<(), Error> {
     let sql = "INSERT INTO side_effects (workflow_id, step, pid) VALUES ($1, $2, $3)";
     let pool = POOL.get().ok_or(Error::NotLaunched)?;
     match pool {
-        Pool::Sqlite(p) => sqlx::query(sql).bind(workflow_id).bind(step).bind(pid).execute(p).await.map(|_| ()),
-        Pool::Postgres(p) => sqlx::query(sql).bind(workflow_id).bind(step).bind(pid).execute(p).await.map(|_| ()),
+        Pool::Sqlite(p) => sqlx::query(sql)
+            .bind(workflow_id)
+            .bind(step)
+            .bind(pid)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Pool::Postgres(p) => sqlx::query(sql)
+            .bind(workflow_id)
+            .bind(step)
+            .bind(pid)
+            .execute(p)
+            .await
+            .map(|_| ()),
     }
     .map_err(|e| Error::Config(format!("side effect failed: {e}")))
 }
@@ -58,26 +70,41 @@ async fn check(h: Option<WorkflowHandle<i32>>) -> Result<(), Box<dyn std::error:
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DB_URL")?;
-    let workflows: u32 = std::env::var("WORKFLOWS").unwrap_or_else(|_| "40".into()).parse()?;
-    let _ = STEP_MAX_MS.set(std::env::var("STEP_MAX_MS").unwrap_or_else(|_| "10".into()).parse()?);
+    let workflows: u32 = std::env::var("WORKFLOWS")
+        .unwrap_or_else(|_| "40".into())
+        .parse()?;
+    let _ = STEP_MAX_MS.set(
+        std::env::var("STEP_MAX_MS")
+            .unwrap_or_else(|_| "10".into())
+            .parse()?,
+    );
     let ddl = "CREATE TABLE IF NOT EXISTS side_effects (workflow_id TEXT NOT NULL, step INTEGER NOT NULL, pid BIGINT NOT NULL)";
     // The side-effect pool must exist before launch: recovery resumes workflows at once.
     let pool = if url.starts_with("sqlite") {
         let p = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(url.parse::<sqlx::sqlite::SqliteConnectOptions>()?.create_if_missing(true).busy_timeout(Duration::from_secs(30)))
+            .connect_with(
+                url.parse::<sqlx::sqlite::SqliteConnectOptions>()?
+                    .create_if_missing(true)
+                    .busy_timeout(Duration::from_secs(30)),
+            )
             .await?;
         sqlx::query(ddl).execute(&p).await?;
         Pool::Sqlite(p)
     } else {
-        let p = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await?;
+        let p = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await?;
         sqlx::query(ddl).execute(&p).await?;
         Pool::Postgres(p)
     };
     let _ = POOL.set(pool);
     DBOS::launch(DbosConfig::new("crash-worker").with_database_url(&url)).await?;
     // At most CONCURRENCY of our own starts run at once, so the work spans many kills.
-    let concurrency: usize = std::env::var("CONCURRENCY").unwrap_or_else(|_| "8".into()).parse()?;
+    let concurrency: usize = std::env::var("CONCURRENCY")
+        .unwrap_or_else(|_| "8".into())
+        .parse()?;
     let mut running = std::collections::VecDeque::new();
     for i in 0..workflows {
         if running.len() >= concurrency {

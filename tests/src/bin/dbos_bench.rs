@@ -31,20 +31,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn pg_commits(url: &str) -> Option<i64> {
     let pool = sqlx::PgPool::connect(url).await.ok()?;
-    let n = sqlx::query_scalar::<_, i64>("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
-        .fetch_one(&pool)
-        .await
-        .ok();
+    let n = sqlx::query_scalar::<_, i64>(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .ok();
     pool.close().await;
     n
 }
 
-async fn run(url: &str, seconds: f64, concurrency: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    url: &str,
+    seconds: f64,
+    concurrency: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::launch(DbosConfig::new("dbos-bench").with_database_url(url)).await?;
     // Warm up the pools and statement caches.
     rt.scope(async { three_steps(0).await }).await?;
     let before = rt.metrics_snapshot();
-    let pg_before = if url.starts_with("postgres") { pg_commits(url).await } else { None };
+    let pg_before = if url.starts_with("postgres") {
+        pg_commits(url).await
+    } else {
+        None
+    };
     let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -55,7 +65,9 @@ async fn run(url: &str, seconds: f64, concurrency: usize) -> Result<(), Box<dyn 
             let mut i = 0u32;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let r = rt.scope(async { three_steps(c as u32 * 1_000_000 + i).await }).await;
+                let r = rt
+                    .scope(async { three_steps(c as u32 * 1_000_000 + i).await })
+                    .await;
                 if let Err(e) = r {
                     eprintln!("workflow failed: {e}");
                     break;
@@ -72,10 +84,18 @@ async fn run(url: &str, seconds: f64, concurrency: usize) -> Result<(), Box<dyn 
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after = rt.metrics_snapshot();
-    let pg_after = if url.starts_with("postgres") { pg_commits(url).await } else { None };
+    let pg_after = if url.starts_with("postgres") {
+        pg_commits(url).await
+    } else {
+        None
+    };
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let n = lat.len().max(1) as f64;
-    let backend = if url.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     let pg = match (pg_before, pg_after) {
         // The two stats queries themselves commit; pg stats are flushed lazily, so this is approximate.
         (Some(a), Some(b)) => format!(", pg xact_commit/wf {:.2}", (b - a) as f64 / n),
@@ -110,7 +130,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let which = args.get(3).cloned().unwrap_or_else(|| "both".into());
     let dir = std::env::temp_dir().join(format!("dbos-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let pg_server = std::env::var("DBOS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let pg_server = std::env::var("DBOS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let _keep = Arc::new(());
     for &c in &levels {
         if which == "both" || which == "sqlite" {
@@ -121,7 +142,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if which == "both" || which == "postgres" {
             let db = format!("dbos_bench_{c}");
             let admin = sqlx::PgPool::connect(&format!("{pg_server}/postgres")).await?;
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&admin).await?;
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&admin)
+                .await?;
             admin.close().await;
             run(&format!("{pg_server}/{db}"), seconds, c).await?;
         }
