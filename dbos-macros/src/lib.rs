@@ -91,8 +91,9 @@ pub fn step(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Options
 /// - `name = "…"`: the recorded name (default: `module_path!()::fn`).
-/// - `isolation = "serializable" | "repeatable_read" | "read_committed"` (default: the
-///   database's).
+/// - `isolation = "serializable" | "repeatable_read" | "read_committed"` (default:
+///   `serializable` on Postgres, where conflicts are retried transparently; SQLite transactions
+///   are always serializable).
 /// - `read_only`: open a read-only transaction.
 ///
 /// # Errors

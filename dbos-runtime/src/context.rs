@@ -27,6 +27,8 @@ pub(crate) struct WfCtx {
     recorded: Mutex<HashMap<i32, StepRow>>,
     /// Whether this execution resumes an earlier one (so records may exist).
     pub resumed: bool,
+    /// Another execution recorded one of our operations first: it owns the outcome.
+    handed_off: std::sync::atomic::AtomicBool,
 }
 
 impl WfCtx {
@@ -36,6 +38,7 @@ impl WfCtx {
             next: AtomicI32::new(0),
             recorded: Mutex::new(recorded.into_iter().map(|r| (r.function_id, r)).collect()),
             resumed,
+            handed_off: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -69,6 +72,30 @@ impl WfCtx {
                 current: name.to_owned(),
             }),
         }
+    }
+}
+
+impl WfCtx {
+    /// Whether another execution took this workflow over (see [`concurrent_execution`]).
+    pub(crate) fn handed_off(&self) -> bool {
+        self.handed_off.load(Ordering::SeqCst)
+    }
+}
+
+/// The error for "another execution recorded this operation first"; it also marks the calling
+/// workflow execution as handed off, so that it records no outcome of its own, whatever error
+/// type the user's code turns this into.
+pub(crate) fn concurrent_execution(workflow_id: &str, function_id: i32) -> Error {
+    let _ = CURRENT.try_with(|c| {
+        if let Some(wf) = &c.wf {
+            if wf.id == workflow_id {
+                wf.handed_off.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    Error::ConcurrentExecution {
+        workflow_id: workflow_id.to_owned(),
+        function_id,
     }
 }
 

@@ -92,6 +92,6 @@ fn recorded_wake_ms(row: &StepRow) -> Result<i64> {
 
 /// The tokio instant of the epoch time `wake_ms` (now, when it has passed).
 fn instant_at(wake_ms: i64) -> Instant {
-    let left = Duration::from_millis(u64::try_from(wake_ms - now_ms()).unwrap_or(0));
+    let left = Duration::from_millis(u64::try_from(wake_ms.saturating_sub(now_ms())).unwrap_or(0));
     after(Instant::now(), left)
 }

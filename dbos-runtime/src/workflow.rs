@@ -490,7 +490,7 @@ pub(crate) fn spawn_execution(
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed));
     let current = Current {
         rt: rt.clone(),
-        wf: Some(ctx),
+        wf: Some(ctx.clone()),
         in_step: false,
     };
     let rt2 = rt.clone();
@@ -510,8 +510,9 @@ pub(crate) fn spawn_execution(
             }
         };
         // Conditions where another execution owns the outcome: record nothing.
-        let handed_off = matches!(&finished.outcome,
-            Err(p) if p.name == "ConcurrentExecution" || p.name == "WorkflowCancelled");
+        let handed_off = ctx.handed_off()
+            || matches!(&finished.outcome,
+                Err(p) if p.name == "ConcurrentExecution" || p.name == "WorkflowCancelled");
         if !handed_off {
             let outcome = match &finished.outcome {
                 Ok(o) => Ok(Outcome::Success(o.clone())),

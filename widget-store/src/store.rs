@@ -115,8 +115,7 @@ pub async fn get_order(tx: &mut Tx, order_id: i32) -> Result<Option<Order>, Erro
 #[transaction(name = "get_orders", read_only)]
 pub async fn get_orders(tx: &mut Tx) -> Result<Vec<Order>, Error> {
     tx.query(
-        "SELECT order_id, order_status, last_update_time, progress_remaining FROM orders \
-         ORDER BY order_id DESC LIMIT 100",
+        "SELECT order_id, order_status, last_update_time, progress_remaining FROM orders ORDER BY order_id DESC",
     )
     .fetch_all()
     .await

@@ -74,7 +74,7 @@ macro_rules! on_writer {
                 match out {
                     Ok(v) => $p.commit().await.map(|()| v),
                     Err(e) => {
-                        $p.abandon().await;
+                        $p.fail(&e).await;
                         Err(e)
                     }
                 }
@@ -128,7 +128,7 @@ macro_rules! in_write_tx {
                 match out {
                     Ok(v) => $t.commit().await.map(|()| v),
                     Err(e) => {
-                        $t.abandon().await;
+                        $t.fail(&e).await;
                         Err(e)
                     }
                 }
@@ -948,10 +948,10 @@ fn check_step_written(s: &StepWrite<'_>, completed: Option<i64>) -> Result<()> {
     if completed == Some(s.completed_at_ms) {
         Ok(())
     } else {
-        Err(Error::ConcurrentExecution {
-            workflow_id: s.workflow_id.to_owned(),
-            function_id: s.function_id,
-        })
+        Err(crate::context::concurrent_execution(
+            s.workflow_id,
+            s.function_id,
+        ))
     }
 }
 

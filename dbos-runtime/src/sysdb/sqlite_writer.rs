@@ -247,6 +247,44 @@ impl WriteGuard {
         self.release().await;
     }
 
+    /// Ends this operation after an error that may have made SQLite roll the whole batch back
+    /// (busy, locked, out of memory, I/O, corrupt, full): the batch is ended and every
+    /// operation waiting for its commit is told it failed, rather than committing what follows
+    /// outside any transaction.
+    pub(crate) async fn abort_batch(mut self) {
+        self.savepoint = None;
+        if self.guard.open {
+            let _ = sqlx::Executor::execute(&mut self.guard.conn, "ROLLBACK").await;
+            self.guard.open = false;
+            let why =
+                "an earlier operation in the same batch failed and SQLite rolled the batch back"
+                    .to_owned();
+            for p in self.guard.pending.drain(..) {
+                let _ = p.send(Err(why.clone()));
+            }
+        }
+    }
+
+    /// Ends a failed operation: [`WriteGuard::abort_batch`] when `error` may have rolled the
+    /// batch back, else [`WriteGuard::abandon`].
+    pub(crate) async fn fail(self, error: &Error) {
+        let batch_lost = match error {
+            Error::Database {
+                source: sqlx::Error::Database(db),
+                ..
+            } => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 10 | 11 | 13)),
+            _ => false,
+        };
+        if batch_lost {
+            self.abort_batch().await;
+        } else {
+            self.abandon().await;
+        }
+    }
+
     /// Gives the connection back; commits the batch unless a queued task takes it over.
     async fn release(&mut self) {
         let queued = self.shared.waiting.load(Ordering::SeqCst);

@@ -407,9 +407,15 @@ impl SqliteTx {
 
     async fn rollback(&mut self) -> sqlx::Result<()> {
         if let SqliteConn::Writer(slot) = &mut self.conn {
+            let poisoned = self.state == SqliteState::Poisoned;
             self.state = SqliteState::Ended;
             if let Some(g) = slot.take() {
-                g.abandon().await;
+                if poisoned {
+                    // SQLite may have rolled the whole batch back: end it for everyone in it.
+                    g.abort_batch().await;
+                } else {
+                    g.abandon().await;
+                }
             }
             return Ok(());
         }
@@ -1037,12 +1043,9 @@ impl Tx {
             .await;
         match done {
             Ok(_) => Ok(()),
-            Err(Error::Database { source, .. }) if super::unique_violation(&source) => {
-                Err(Error::ConcurrentExecution {
-                    workflow_id: s.workflow_id.to_owned(),
-                    function_id: s.function_id,
-                })
-            }
+            Err(Error::Database { source, .. }) if super::unique_violation(&source) => Err(
+                crate::context::concurrent_execution(s.workflow_id, s.function_id),
+            ),
             Err(Error::Database { source, .. }) => Err(Error::Database {
                 doing: "recording a transaction step",
                 source,
@@ -1094,12 +1097,9 @@ impl Tx {
             .await
         {
             Ok(_) => Ok(()),
-            Err(Error::Database { source, .. }) if super::unique_violation(&source) => {
-                Err(Error::ConcurrentExecution {
-                    workflow_id: s.workflow_id.to_owned(),
-                    function_id: s.function_id,
-                })
-            }
+            Err(Error::Database { source, .. }) if super::unique_violation(&source) => Err(
+                crate::context::concurrent_execution(s.workflow_id, s.function_id),
+            ),
             Err(e) => Err(e),
         }
     }
