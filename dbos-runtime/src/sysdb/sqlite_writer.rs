@@ -198,6 +198,11 @@ impl WriteGuard {
         Ok(())
     }
 
+    /// Records that the caller's own statement released the savepoint.
+    pub(crate) fn forget_savepoint(&mut self) {
+        self.savepoint = None;
+    }
+
     /// Undoes this operation's writes since its savepoint.
     pub(crate) async fn rollback_savepoint(&mut self) -> Result<()> {
         if let Some(sp) = self.savepoint.take() {

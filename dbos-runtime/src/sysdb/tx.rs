@@ -308,8 +308,14 @@ impl SqliteTx {
     /// this statement ends the transaction.
     fn text<'a>(&self, sql: &'a str, commit: bool) -> Cow<'a, str> {
         if self.conn.is_writer() {
-            // Inside the group commit: the savepoint opened at begin; it ends in `commit`.
-            return Cow::Borrowed(sql);
+            // Inside the group commit: the savepoint opened at begin. The statement that ends
+            // the transaction (the checkpoint insert, whose row count nobody reads) carries its
+            // RELEASE; the batch's COMMIT follows in `commit`.
+            return if commit {
+                Cow::Owned(format!("{sql};\nRELEASE {TX_SAVEPOINT}"))
+            } else {
+                Cow::Borrowed(sql)
+            };
         }
         match (self.state == SqliteState::NotBegun, commit) {
             (false, false) => Cow::Borrowed(sql),
@@ -336,8 +342,6 @@ impl SqliteTx {
 
     async fn execute(&mut self, sql: &str, params: &[Param], commit: bool) -> sqlx::Result<u64> {
         self.usable()?;
-        // On the writer the commit is the batch's, in `commit`.
-        let commit = commit && !self.conn.is_writer();
         let text = self.text(sql, commit);
         let r = bind_sqlite(&text, params)
             .execute(self.conn.get()?)
@@ -379,14 +383,20 @@ impl SqliteTx {
             if self.state == SqliteState::Poisoned {
                 return Err(self.usable().unwrap_err());
             }
+            let released = self.state == SqliteState::Ended;
             self.state = SqliteState::Ended;
             return match slot.take() {
-                // Releases the savepoint, then waits for the batch's COMMIT.
-                Some(g) => g
-                    .commit()
-                    .await
-                    .map(|()| true)
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string())),
+                // Releases the savepoint (unless the last statement carried the RELEASE), then
+                // waits for the batch's COMMIT.
+                Some(mut g) => {
+                    if released {
+                        g.forget_savepoint();
+                    }
+                    g.commit()
+                        .await
+                        .map(|()| true)
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+                }
                 None => Ok(true),
             };
         }
