@@ -18,55 +18,7 @@ fn name(f: &str) -> String {
     format!("{}::{f}", module_path!())
 }
 
-/// Per-test counters and gates, keyed by a string the test passes as a workflow argument (the
-/// SQLite and Postgres variants of a test run at once in one process).
-mod probe {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-    use tokio::sync::watch;
-
-    fn counts() -> &'static Mutex<HashMap<String, u32>> {
-        static C: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
-        C.get_or_init(Default::default)
-    }
-
-    /// Counts one more run of `key`; returns the new count.
-    pub fn bump(key: &str) -> u32 {
-        let mut c = counts().lock().expect("probe lock");
-        let n = c.entry(key.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-
-    /// How often `key` ran.
-    pub fn count(key: &str) -> u32 {
-        counts()
-            .lock()
-            .expect("probe lock")
-            .get(key)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn gate(key: &str) -> Arc<watch::Sender<bool>> {
-        static G: OnceLock<Mutex<HashMap<String, Arc<watch::Sender<bool>>>>> = OnceLock::new();
-        let mut g = G.get_or_init(Default::default).lock().expect("gate lock");
-        g.entry(key.to_owned())
-            .or_insert_with(|| Arc::new(watch::channel(false).0))
-            .clone()
-    }
-
-    /// Waits until gate `key` is open.
-    pub async fn pass(key: &str) {
-        let mut rx = gate(key).subscribe();
-        let _ = rx.wait_for(|open| *open).await;
-    }
-
-    /// Opens gate `key` for good.
-    pub fn open(key: &str) {
-        gate(key).send_replace(true);
-    }
-}
+use dbos_tests::probe;
 
 async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(T, fut.into_future())
