@@ -227,6 +227,16 @@ impl Inspect {
     }
 }
 
+/// The longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, panicking with `what` if it takes longer than [`WAIT`].
+pub async fn within<F: std::future::IntoFuture>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(WAIT, fut.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {WAIT:?}: {what}"))
+}
+
 /// Waits for `cond` to hold, checking every 20 ms, up to `timeout`; panics with `what` otherwise.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where

@@ -4,19 +4,13 @@
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
+use dbos_tests::within;
 use dbos_tests::{both_backends, eventually, postgres_server, Backend, Inspect, TestDb};
-use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The longest any single wait in these tests may take.
 const T: Duration = Duration::from_secs(20);
-
-async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(T, fut.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {T:?}: {what}"))
-}
 
 /// Launches and expects a failure; returns the error.
 async fn launch_err(cfg: DbosConfig) -> Error {

@@ -4,6 +4,7 @@
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
+use dbos_tests::within;
 use dbos_tests::{both_backends, eventually, Backend, Inspect, TestDb};
 use std::future::IntoFuture;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,12 +14,6 @@ const APP: &str = "event-tests";
 const VERSION: &str = "event-tests-1";
 /// The longest any single wait in these tests may take.
 const T: Duration = Duration::from_secs(20);
-
-async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(T, fut.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {T:?}: {what}"))
-}
 
 async fn launch(db: &TestDb) -> Runtime {
     let cfg = db

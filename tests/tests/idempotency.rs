@@ -4,6 +4,7 @@
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
+use dbos_tests::within;
 use dbos_tests::{both_backends, eventually, Inspect, TestDb};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -19,12 +20,6 @@ fn name(f: &str) -> String {
 }
 
 use dbos_tests::probe;
-
-async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(T, fut.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {T:?}: {what}"))
-}
 
 async fn launch(db: &TestDb) -> Runtime {
     within("launch", Runtime::launch(db.config(APP)))

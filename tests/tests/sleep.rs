@@ -3,6 +3,7 @@
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
+use dbos_tests::within;
 use dbos_tests::{both_backends, TestDb};
 use std::future::IntoFuture;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,12 +12,6 @@ use tokio::process::Command;
 const APP: &str = "sleep-tests";
 /// The longest any single wait in these tests may take.
 const T: Duration = Duration::from_secs(20);
-
-async fn within<F: IntoFuture>(what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(T, fut.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {T:?}: {what}"))
-}
 
 async fn launch(db: &TestDb) -> Runtime {
     let cfg = db

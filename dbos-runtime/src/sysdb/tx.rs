@@ -288,16 +288,21 @@ fn may_have_rolled_back(e: &sqlx::Error) -> bool {
     }
 }
 
+/// The error for a statement after one that may have made SQLite roll the transaction back.
+fn poisoned() -> sqlx::Error {
+    sqlx::Error::Protocol(
+        "an earlier statement failed in a way that may have rolled the SQLite transaction back; \
+         it cannot go on"
+            .into(),
+    )
+}
+
 impl SqliteTx {
     /// Refuses statements that would run outside the transaction.
     fn usable(&self) -> sqlx::Result<()> {
         match self.state {
             SqliteState::NotBegun | SqliteState::Open => Ok(()),
-            SqliteState::Poisoned => Err(sqlx::Error::Protocol(
-                "an earlier statement failed in a way that may have rolled the SQLite transaction \
-                 back; it cannot go on"
-                    .into(),
-            )),
+            SqliteState::Poisoned => Err(poisoned()),
             SqliteState::Ended => Err(sqlx::Error::Protocol(
                 "the transaction has already ended".into(),
             )),
@@ -381,7 +386,7 @@ impl SqliteTx {
     async fn commit(&mut self) -> sqlx::Result<bool> {
         if let SqliteConn::Writer(slot) = &mut self.conn {
             if self.state == SqliteState::Poisoned {
-                return Err(self.usable().unwrap_err());
+                return Err(poisoned());
             }
             let released = self.state == SqliteState::Ended;
             self.state = SqliteState::Ended;
@@ -406,7 +411,7 @@ impl SqliteTx {
                 Ok(false)
             }
             SqliteState::Ended => Ok(true),
-            SqliteState::Poisoned => Err(self.usable().unwrap_err()),
+            SqliteState::Poisoned => Err(poisoned()),
             SqliteState::Open => {
                 sqlx::query("COMMIT").execute(self.conn.get()?).await?;
                 self.state = SqliteState::Ended;
