@@ -41,6 +41,15 @@ pub struct DbosConfig {
     /// the launch time as actual time, and the same IDs as live ticks, so several processes
     /// catching up at once still run each tick once.
     pub scheduler_catch_up: Option<u32>,
+    /// How long [`Runtime::shutdown`](crate::Runtime::shutdown) lets running workflow bodies go
+    /// on to their next durable operation (a step body or a transaction under way finishes)
+    /// before it cuts them off. Default: 10 s.
+    ///
+    /// Within this bound nothing a workflow started changes the database once shutdown has
+    /// returned. A workflow cut off is logged, and resumes at the next launch like after a
+    /// crash; a statement it had already sent may still commit after shutdown returns.
+    /// `Duration::ZERO` cuts every running workflow off at once, as a crash would.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl DbosConfig {
@@ -60,6 +69,7 @@ impl DbosConfig {
             sqlite_synchronous_full: false,
             max_connections: 16,
             scheduler_catch_up: None,
+            shutdown_timeout: std::time::Duration::from_secs(10),
         }
     }
 
@@ -70,6 +80,12 @@ impl DbosConfig {
     /// [`DbosConfig::scheduler_catch_up`]).
     pub fn with_scheduler_catch_up(mut self, max_ticks: u32) -> Self {
         self.scheduler_catch_up = Some(max_ticks);
+        self
+    }
+
+    /// Sets [`DbosConfig::shutdown_timeout`].
+    pub fn with_shutdown_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 

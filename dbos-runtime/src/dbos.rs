@@ -22,8 +22,16 @@ pub(crate) struct Inner {
     dispatch_wake: Notify,
     /// Workflow executions running in this process.
     running: Mutex<HashMap<String, AbortHandle>>,
-    /// Background loops: listener, dispatcher, schedules; `shutdown` aborts and awaits them.
+    /// Notified when `running` becomes empty.
+    idle: Notify,
+    /// Background loops that write: dispatcher, schedules. They stop on their own at shutdown.
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// The change feed (LISTEN, or the SQLite watcher): it only reads, and is aborted at shutdown.
+    listener: Mutex<Option<JoinHandle<()>>>,
+    /// Set once `shutdown` begins.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Set once `shutdown` has finished.
+    stopped: tokio::sync::watch::Sender<bool>,
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
@@ -43,6 +51,10 @@ impl std::fmt::Debug for Runtime {
             .finish()
     }
 }
+
+/// How long shutdown waits for the runtime's own loops, and then for database connections in
+/// use, before it cuts them off (each is normally a matter of milliseconds).
+const INTERNAL_DRAIN: Duration = Duration::from_secs(5);
 
 static GLOBAL: RwLock<Option<Runtime>> = RwLock::new(None);
 
@@ -72,7 +84,11 @@ impl Runtime {
             registry,
             dispatch_wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
             background: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+            stopping: tokio::sync::watch::Sender::new(false),
+            stopped: tokio::sync::watch::Sender::new(false),
             tokio: tokio::runtime::Handle::current(),
         }));
         rt.db().insert_app_version().await?;
@@ -85,9 +101,7 @@ impl Runtime {
                 }
             })
             .await?;
-        if let Some(l) = listener {
-            rt.keep(l);
-        }
+        *lock(&rt.0.listener) = listener;
         crate::recovery::recover_pending(&rt).await?;
         let dispatcher = tokio::spawn(crate::recovery::dispatch_loop(rt.clone()));
         rt.keep(dispatcher);
@@ -111,23 +125,100 @@ impl Runtime {
         .await
     }
 
-    /// Stops the background tasks and running workflows (which stay PENDING and are recovered
-    /// at the next launch) and closes the database pools.
+    /// Stops the runtime: when this returns, nothing this runtime started changes the database
+    /// any more, and running workflows (which stay `PENDING`) resume at the next launch.
+    ///
+    /// # Durability
+    /// No operation starts once shutdown has begun: each fails with [`Error::ShuttingDown`],
+    /// and every wait (`recv`, `get_event`, `sleep`, a result) ends with it at once. Operations
+    /// already under way (a checkpoint on its way to the database, a transaction, a scheduled
+    /// tick being enqueued, a dispatcher claim) finish first, and workflow bodies run on to
+    /// their next durable operation, for at most [`DbosConfig::shutdown_timeout`]; workflows
+    /// still running then are cut off with a warning naming them. Calling it again, or from
+    /// several tasks, waits for the same shutdown.
     pub async fn shutdown(&self) {
-        let tasks: Vec<JoinHandle<()>> = lock(&self.0.background).drain(..).collect();
-        for t in &tasks {
-            t.abort();
+        if self.0.stopping.send_replace(true) {
+            // Another call is shutting down: return when it does.
+            let mut done = self.0.stopped.subscribe();
+            let _ = done.wait_for(|done| *done).await;
+            return;
         }
-        // Wait until each has stopped at an `.await`: no tick or claim of this runtime is in
-        // progress after this, and none starts a workflow after `running` is drained below.
-        for t in tasks {
-            let _ = t.await;
+        // Order matters: the database refuses new work before any wait ends with
+        // `ShuttingDown`, so no workflow can record that error as its outcome.
+        self.0.db.begin_close();
+        self.0.notifier.close();
+        self.wake_dispatcher();
+        let listener = lock(&self.0.listener).take();
+        if let Some(listener) = listener {
+            // It only reads, and holds a pool connection that `close` would wait for.
+            listener.abort();
+            let _ = listener.await;
         }
-        let running: Vec<AbortHandle> = lock(&self.0.running).drain().map(|(_, h)| h).collect();
-        for t in running {
-            t.abort();
+        // Our own loops stop at their next wait; what they have under way finishes.
+        let background: Vec<JoinHandle<()>> = lock(&self.0.background).drain(..).collect();
+        let aborts: Vec<AbortHandle> = background.iter().map(JoinHandle::abort_handle).collect();
+        let ours = tokio::time::timeout(INTERNAL_DRAIN, async {
+            for task in background {
+                let _ = task.await;
+            }
+        });
+        if ours.await.is_err() {
+            tracing::warn!("shutdown: a background task did not stop within {INTERNAL_DRAIN:?}; cutting it off");
+            aborts.iter().for_each(AbortHandle::abort);
         }
-        self.0.db.close().await;
+        // Workflow bodies run on to their next durable operation, where they stop.
+        let bound = self.0.cfg.shutdown_timeout;
+        if tokio::time::timeout(bound, self.workflows_stopped()).await.is_err() {
+            let running: Vec<(String, AbortHandle)> = lock(&self.0.running).drain().collect();
+            let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+            tracing::warn!(
+                timeout = ?bound,
+                workflows = ?ids,
+                "shutdown: cutting off workflows still running; they resume at the next launch, and a statement one of them already sent may commit after shutdown returns"
+            );
+            running.iter().for_each(|(_, task)| task.abort());
+        }
+        // Every statement under way has ended on the server when the connections are closed.
+        if tokio::time::timeout(INTERNAL_DRAIN, self.0.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: database connections still in use after {INTERNAL_DRAIN:?}");
+        }
+        self.0.stopped.send_replace(true);
+    }
+
+    /// Waits until no workflow execution runs in this process.
+    async fn workflows_stopped(&self) {
+        loop {
+            let idle = self.0.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if lock(&self.0.running).is_empty() {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.0.stopping.borrow()
+    }
+
+    /// Runs `fut` unless shutdown begins first: then [`Error::ShuttingDown`] (for waits that
+    /// must not hold a shutdown up: sleeps, retry backoffs, the dispatcher's nap).
+    pub(crate) async fn unless_stopping<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        tokio::select! {
+            out = fut => Ok(out),
+            () = self.stopping() => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) async fn stopping(&self) {
+        let mut stopping = self.0.stopping.subscribe();
+        let _ = stopping.wait_for(|s| *s).await;
     }
 
     /// Counters of database work done so far.
@@ -186,7 +277,11 @@ impl Runtime {
     }
 
     pub(crate) fn task_done(&self, id: &str) {
-        lock(&self.0.running).remove(id);
+        let mut running = lock(&self.0.running);
+        running.remove(id);
+        if running.is_empty() {
+            self.0.idle.notify_waiters();
+        }
     }
 
     fn keep(&self, handle: JoinHandle<()>) {

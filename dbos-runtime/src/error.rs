@@ -129,6 +129,10 @@ pub enum Error {
     /// The commit of a batch of SQLite writes failed; none of its operations took effect.
     #[error("commit failed: {0}")]
     CommitFailed(String),
+    /// The runtime is shutting down: the operation did not start, or a wait was cut short.
+    /// The workflow stays `PENDING` and resumes at the next launch.
+    #[error("the DBOS runtime is shutting down")]
+    ShuttingDown,
     /// A recorded error, replayed: the original was a framework error with this name and message.
     #[error("{0}")]
     Recorded(PortableError),
@@ -136,7 +140,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn db(doing: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-        move |source| Error::Database { doing, source }
+        move |source| match source {
+            // A closed pool refuses new work only once shutdown has begun.
+            sqlx::Error::PoolClosed => Error::ShuttingDown,
+            source => Error::Database { doing, source },
+        }
     }
 
     pub(crate) fn ser(doing: impl Into<String>) -> impl FnOnce(serde_json::Error) -> Error {
@@ -170,6 +178,7 @@ impl Error {
             Error::BadInputs(_) => "BadInputs",
             Error::Panic(_) => "Panic",
             Error::CommitFailed(_) => "CommitFailed",
+            Error::ShuttingDown => "ShuttingDown",
             Error::Recorded(p) => &p.name,
         }
     }

@@ -5,7 +5,8 @@
 //! made elsewhere. Each waiter also re-checks the database every [`SAFETY_NET`], the slow net
 //! under a lost notification; nothing polls while nothing waits.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use crate::sysdb::Change;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -26,6 +27,8 @@ pub(crate) struct Notifier {
     everyone: Notify,
     /// How many [`Waiter`]s exist; the SQLite watcher runs only while this is non-zero.
     waiting: watch::Sender<usize>,
+    /// Set at shutdown: every wait ends with [`Error::ShuttingDown`].
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -41,6 +44,7 @@ impl Default for Notifier {
             keys: Mutex::new(Keys::default()),
             everyone: Notify::new(),
             waiting: watch::Sender::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 }
@@ -115,6 +119,39 @@ impl Notifier {
         self.everyone.notify_waiters();
     }
 
+    /// Ends every wait, now and later, with [`Error::ShuttingDown`] (at shutdown).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.everyone.notify_waiters();
+    }
+
+    /// [`Error::ShuttingDown`] once [`Notifier::close`] ran.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Waits for `notified` (armed by the caller before its check), a shutdown, or `timeout`;
+    /// [`Error::ShuttingDown`] when the notifier is closed.
+    pub(crate) async fn wait(
+        &self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let all = self.everyone.notified();
+        tokio::pin!(all);
+        all.as_mut().enable();
+        self.check_open()?;
+        tokio::select! {
+            _ = notified => {}
+            _ = all => {}
+            _ = tokio::time::sleep(timeout) => {}
+        }
+        self.check_open()
+    }
+
     /// Applies what the database's change feed reported.
     pub(crate) fn on_change(&self, change: Change<'_>) {
         match change {
@@ -162,6 +199,7 @@ impl Waiter<'_> {
             tokio::pin!(mine, all);
             mine.as_mut().enable();
             all.as_mut().enable();
+            self.notifier.check_open()?;
             if let Some(v) = check().await? {
                 return Ok(Some(v));
             }
@@ -210,14 +248,6 @@ pub(crate) fn event_key(workflow: &str, key: &str) -> String {
 
 pub(crate) fn done_key(workflow: &str) -> String {
     format!("d:{workflow}")
-}
-
-/// Waits until `notify` fires (with `enabled` armed before the caller's check) or `timeout` passes.
-pub(crate) async fn wait(
-    notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    timeout: std::time::Duration,
-) {
-    let _ = tokio::time::timeout(timeout, notified).await;
 }
 
 #[cfg(test)]

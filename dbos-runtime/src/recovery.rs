@@ -21,15 +21,20 @@ pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
 }
 
 /// Claims and runs queued workflows until shutdown: every second (±5 %), or at once when woken.
+/// A pass under way when shutdown begins finishes (its claim commits or not); none starts after.
 pub(crate) async fn dispatch_loop(rt: Runtime) {
-    loop {
+    while !rt.is_stopping() {
         match dispatch_once(&rt).await {
             Ok(n) if n as i64 == CLAIM_BATCH => continue,
             Ok(_) => {}
+            Err(Error::ShuttingDown) => return,
             Err(e) => tracing::warn!("dispatcher pass failed: {e}"),
         }
         let jitter = 0.95 + fastrand::f64() * 0.1;
-        let _ = tokio::time::timeout(Duration::from_secs_f64(jitter), rt.dispatcher_woken()).await;
+        let nap = tokio::time::timeout(Duration::from_secs_f64(jitter), rt.dispatcher_woken());
+        if rt.unless_stopping(nap).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -38,8 +43,11 @@ pub(crate) async fn dispatch_once(rt: &Runtime) -> Result<usize> {
     let claimed = rt.db().claim(CLAIM_BATCH).await?;
     let count = claimed.len();
     for c in claimed {
-        if let Err(e) = resume(rt, c).await {
-            tracing::error!("resuming a workflow failed: {e}");
+        match resume(rt, c).await {
+            Ok(()) => {}
+            // The rest stay PENDING under this executor and resume at its next launch.
+            Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+            Err(e) => tracing::error!("resuming a workflow failed: {e}"),
         }
     }
     Ok(count)

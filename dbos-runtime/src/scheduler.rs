@@ -38,11 +38,13 @@
 //!
 //! # Shutdown
 //! A schedule is one task: the timer, the catch-up backlog and every start in flight live in
-//! it, and it spawns nothing of its own. `Runtime::shutdown` aborts it and waits for it to end,
-//! so after shutdown no tick of this runtime is being started. A start cut short is one
-//! statement that either committed (the tick is `ENQUEUED` and runs in the next dispatcher pass
-//! of any process, this one's next launch included) or did not (the tick is missed, as if the
-//! process had stopped a moment earlier); there is no half-started tick.
+//! it, and it spawns nothing of its own. When `Runtime::shutdown` begins, the task stops
+//! starting ticks and waits for the starts under way; the runtime waits for the task. A start
+//! is one statement: either it was sent before shutdown began and has committed when shutdown
+//! returns (the tick is `ENQUEUED` and runs in the next dispatcher pass of any process, this
+//! one's next launch included), or it was refused (the tick is missed, as if the process had
+//! stopped a moment earlier). There is no half-started tick, and no statement of ours
+//! arrives at the database after shutdown returned.
 
 use crate::context::{self, Current};
 use crate::dbos::Runtime;
@@ -126,6 +128,8 @@ impl Schedule {
         for attempt in 1..=START_ATTEMPTS {
             match self.enqueue(&id, tick, actual).await {
                 Ok(()) => break,
+                // Refused, not cut short: the tick is missed, as if the process had stopped.
+                Err(Error::ShuttingDown) => break,
                 Err(e @ Error::Database { .. }) if attempt < START_ATTEMPTS => {
                     tracing::warn!(workflow_id = %id, attempt, "enqueueing a scheduled tick failed, retrying: {e}");
                     tokio::time::sleep(delay).await;
@@ -282,6 +286,11 @@ pub(crate) async fn run_schedule(rt: Runtime, name: &'static str, expr: &'static
                 if caught_up {
                     catching_up -= 1;
                 }
+            }
+            () = schedule.rt.stopping() => {
+                // Starts under way finish (their statement commits or is refused); none begins.
+                while in_flight.next().await.is_some() {}
+                return;
             }
         }
     }

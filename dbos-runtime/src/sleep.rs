@@ -20,7 +20,7 @@ pub(crate) async fn sleep(d: Duration) -> Result<()> {
         Position::Workflow(rt, ctx) if !d.is_zero() => {
             let n = ctx.next_id();
             let wake = durable_deadline(&rt, &ctx, n, d, Stamp::AtWake).await?;
-            tokio::time::sleep_until(wake).await;
+            rt.unless_stopping(tokio::time::sleep_until(wake)).await?;
         }
         Position::Workflow(..) => {}
         Position::InStep(..) | Position::Outside(_) => tokio::time::sleep(d).await,

@@ -125,11 +125,29 @@ where
                     "step failed, retrying in {wait:.3}s: {}",
                     e.to_portable()
                 );
-                tokio::time::sleep(Duration::from_secs_f64(wait.min(3600.0))).await;
+                backoff(Duration::from_secs_f64(wait.min(3600.0)))
+                    .await
+                    .map_err(E::from)?;
                 wait *= opts.backoff.max(1.0);
                 attempt += 1;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The wait between attempts; a shutdown ends it with [`Error::ShuttingDown`] (the step stops
+/// and resumes at the next launch). Boxed: nested steps nest their futures, and this one is
+/// only needed on a retry.
+fn backoff(wait: Duration) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> {
+    Box::pin(async move {
+        let nap = tokio::time::sleep(wait);
+        match crate::context::runtime() {
+            Ok(rt) => rt.unless_stopping(nap).await,
+            Err(_) => {
+                nap.await;
+                Ok(())
+            }
+        }
+    })
 }

@@ -371,6 +371,8 @@ impl Op<'_> {
             match self.rt.db().record_step(row).await {
                 Ok(()) => return Ok(()),
                 Err(e @ Error::ConcurrentExecution { .. }) => return Err(e),
+                // Shutting down: the replay after the next launch records it.
+                Err(Error::ShuttingDown) => return Ok(()),
                 Err(e) if attempt == 4 => {
                     tracing::warn!(workflow_id = %self.ctx.id, function_id = self.n,
                         "transaction committed but its step record failed ({e}); a replay will record it");

@@ -332,7 +332,7 @@ pub(crate) async fn wait_for_outcome(rt: &Runtime, id: &str) -> Result<WorkflowR
                 return Ok(row);
             }
         }
-        crate::notify::wait(notified, Duration::from_secs(1)).await;
+        rt.notifier().wait(notified, Duration::from_secs(1)).await?;
     }
 }
 
@@ -546,6 +546,10 @@ async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) -> bool {
             Ok(true) => return true,
             Ok(false) => {
                 tracing::warn!(workflow_id = %id, "workflow was no longer PENDING when it finished; outcome not recorded");
+                return false;
+            }
+            Err(Error::ShuttingDown) => {
+                tracing::info!(workflow_id = %id, "shutting down: the workflow stays PENDING and resumes at the next launch");
                 return false;
             }
             Err(e) => {

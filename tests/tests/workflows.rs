@@ -34,6 +34,9 @@ fn config(db: &TestDb) -> DbosConfig {
     db.config(APP)
         .with_version(VERSION)
         .with_executor_id("wf-local")
+        // A shutdown in these tests stands in for a crash: a workflow blocked in a step is cut
+        // off at once rather than waited for.
+        .with_shutdown_timeout(Duration::ZERO)
 }
 
 async fn launch(db: &TestDb) -> Runtime {

@@ -4,6 +4,7 @@
 //! the row types defined here. Most statements are the same text on both backends (only the
 //! schema prefix differs); the `on_*!` macros instantiate one body for each pool type.
 
+mod gate;
 mod postgres;
 mod sqlite;
 mod sqlite_writer;
@@ -65,10 +66,16 @@ pub(crate) enum Backend {
 /// Runs `$body` (one statement, evaluating to a `Result`) with `$p` bound to what takes
 /// writes: the Postgres pool, or on SQLite the writer connection inside the current group
 /// commit (the result is returned once that batch committed).
+///
+/// A statement that returns rows must be read to its end (`fetch_all`, never `fetch_one`):
+/// Postgres sends the rows of an autocommit statement before it commits it, so a caller that
+/// stops at the first row may act on a write that is not yet committed (and a shutdown may
+/// return before it is).
 macro_rules! on_writer {
     ($backend:expr, |$p:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(b) => {
+                let _pass = b.gate.enter()?;
                 let mut $p = b.writer.begin().await?;
                 let out = $body;
                 match out {
@@ -80,6 +87,7 @@ macro_rules! on_writer {
                 }
             }
             Backend::Postgres(b) => {
+                let _pass = b.gate.enter()?;
                 let mut $p = b
                     .pool
                     .acquire()
@@ -122,6 +130,7 @@ macro_rules! in_write_tx {
     ($backend:expr, $doing:literal, |$t:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(b) => {
+                let _pass = b.gate.enter()?;
                 let mut $t = b.writer.begin().await?;
                 $t.savepoint("dbos_op").await?;
                 let out = $body;
@@ -134,6 +143,7 @@ macro_rules! in_write_tx {
                 }
             }
             Backend::Postgres(b) => {
+                let _pass = b.gate.enter()?;
                 let mut $t = b.pool.begin().await.map_err(Error::db($doing))?;
                 let out = $body;
                 if out.is_ok() {
@@ -166,13 +176,35 @@ impl Backend {
         matches!(self, Backend::Postgres(_))
     }
 
+    /// Refuses new work at once: a pool hands out no connection, the SQLite writer takes no
+    /// operation ([`crate::Error::ShuttingDown`]). What holds a connection goes on.
+    fn begin_close(&self) {
+        self.gate().close();
+        match self {
+            Backend::Sqlite(b) => b.writer.begin_close(),
+            Backend::Postgres(_) => {}
+        }
+    }
+
+    /// Closes, and returns once every operation that passed the gate has ended (committed or
+    /// rolled back on the server) and the connections are closed.
     async fn close(&self) {
+        self.begin_close();
+        self.gate().drained().await;
         match self {
             Backend::Sqlite(b) => {
                 b.writer.close().await;
                 b.reader.close().await;
             }
             Backend::Postgres(b) => b.pool.close().await,
+        }
+    }
+
+    /// The gate this backend's operations pass.
+    pub(crate) fn gate(&self) -> &std::sync::Arc<gate::Gate> {
+        match self {
+            Backend::Sqlite(b) => &b.gate,
+            Backend::Postgres(b) => &b.gate,
         }
     }
 }
@@ -448,10 +480,20 @@ impl SysDb {
         m
     }
 
+    /// Refuses every operation that has not started yet (see [`SysDb::close`]).
+    pub(crate) fn begin_close(&self) {
+        self.sys.begin_close();
+        self.app.begin_close();
+    }
+
+    /// Refuses new operations and waits for those in flight: when this returns, nothing this
+    /// `SysDb` sent is still running on a server, so nothing changes afterwards.
     pub(crate) async fn close(&self) {
-        self.sys.close().await;
-        if !self.shared {
-            self.app.close().await;
+        self.begin_close();
+        if self.shared {
+            self.sys.close().await;
+        } else {
+            tokio::join!(self.sys.close(), self.app.close());
         }
     }
 
@@ -479,10 +521,13 @@ impl SysDb {
                 .bind(attempts)
                 .bind(now)
                 .bind(started)
-                .fetch_one(&mut *p)
+                .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("starting a workflow"))?;
-            workflow_row(&row)
+            let row = row
+                .first()
+                .ok_or_else(|| Error::db("starting a workflow")(sqlx::Error::RowNotFound))?;
+            workflow_row(row)
         })
     }
 
@@ -572,9 +617,9 @@ impl SysDb {
         self.metrics.add_commit();
         let row = on_writer!(&self.sys, |p| {
             bind_step(&self.q.record_step, s, &self.app_name)
-                .fetch_one(&mut *p)
+                .fetch_all(&mut *p)
                 .await
-                .and_then(|r| r.try_get::<Option<i64>, _>(0))
+                .and_then(|rows| rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get::<Option<i64>, _>(0))
                 .map_err(Error::db("recording a step"))
         })?;
         check_step_written(s, row)
@@ -625,11 +670,10 @@ impl SysDb {
                 .bind(&self.app_name)
                 .bind(now_ms())
                 .bind(id)
-                .fetch_one(&mut *p)
+                .fetch_all(&mut *p)
                 .await;
             match row {
-                Ok(r) => claimed_row(&r).map(Some),
-                Err(sqlx::Error::RowNotFound) => Ok(None),
+                Ok(rows) => rows.first().map(claimed_row).transpose(),
                 Err(e) => Err(Error::db("claiming an enqueued workflow")(e)),
             }
         })

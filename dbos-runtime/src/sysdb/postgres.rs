@@ -17,6 +17,8 @@ const MIGRATION_LOCK: i64 = 1234567890;
 #[derive(Clone, Debug)]
 pub(crate) struct PgDb {
     pub(crate) pool: PgPool,
+    /// Every operation of the runtime passes it (see `gate.rs`).
+    pub(crate) gate: std::sync::Arc<super::gate::Gate>,
 }
 
 fn redact(opts: &PgConnectOptions) -> String {
@@ -45,7 +47,10 @@ impl PgDb {
                 .connect_with(opts.clone())
         })
         .await?;
-        Ok(PgDb { pool })
+        Ok(PgDb {
+            pool,
+            gate: Default::default(),
+        })
     }
 
     /// Creates DBOS's schema at version 108, or finishes a DBOS-made one (SYSDB.md §2), under
@@ -183,13 +188,15 @@ impl PgDb {
 
     /// Sends a NOTIFY; failures only delay waiters until their next poll, so they are logged.
     pub(crate) async fn notify(&self, channel: &str, payload: &str) {
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+        match sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel)
             .bind(payload)
             .execute(&self.pool)
             .await
         {
-            tracing::warn!("pg_notify on {channel} failed: {e}");
+            // Shutting down: nobody in this process waits any more.
+            Ok(_) | Err(sqlx::Error::PoolClosed) => {}
+            Err(e) => tracing::warn!("pg_notify on {channel} failed: {e}"),
         }
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct SqliteDb {
     pub(crate) reader: SqlitePool,
     /// An in-memory database: no other connection can write it.
     memory: bool,
+    /// Every operation of the runtime passes it (see `gate.rs`).
+    pub(crate) gate: std::sync::Arc<super::gate::Gate>,
 }
 
 /// How often the change watcher looks at the file while someone waits.
@@ -66,6 +68,7 @@ impl SqliteDb {
             writer,
             reader,
             memory,
+            gate: Default::default(),
         })
     }
 
@@ -112,7 +115,8 @@ impl SqliteDb {
     /// `PRAGMA data_version` of the connection that makes all of this runtime's writes: it
     /// changes only when another connection commits. `None` when it cannot be read.
     async fn data_version(&self) -> Option<i64> {
-        let mut guard = self.writer.plain().await;
+        // Closed at shutdown, when this watcher is stopped too.
+        let mut guard = self.writer.plain().await.ok()?;
         let version = guard.data_version().await;
         guard.abandon().await;
         match version {

@@ -12,7 +12,7 @@
 use crate::error::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::ConnectOptions;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
@@ -36,6 +36,8 @@ struct State {
 
 struct Shared {
     state: Arc<Mutex<State>>,
+    /// Set by [`Writer::close`]: no operation takes the connection afterwards.
+    closed: AtomicBool,
     /// Tasks queued for the connection.
     waiting: AtomicUsize,
     /// `COMMIT`s run.
@@ -62,6 +64,14 @@ async fn exec(conn: &mut SqliteConnection, sql: &str, doing: &'static str) -> Re
 }
 
 impl State {
+    /// Rolls back what an operation cancelled mid-way left behind.
+    async fn clean_up(&mut self) {
+        if let Some(sp) = self.dirty.take() {
+            let sql = format!("ROLLBACK TO {sp}; RELEASE {sp}");
+            let _ = sqlx::Executor::execute(&mut self.conn, sql.as_str()).await;
+        }
+    }
+
     async fn commit_batch(&mut self) {
         let result = sqlx::Executor::execute(&mut self.conn, "COMMIT")
             .await
@@ -91,13 +101,15 @@ impl Writer {
                     pending: Vec::new(),
                     dirty: None,
                 })),
+                closed: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
                 commits: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
 
-    async fn lock(&self) -> OwnedMutexGuard<State> {
+    /// Takes the connection, after whoever queued first; refused once the writer is closed.
+    async fn lock(&self) -> Result<OwnedMutexGuard<State>> {
         struct Queued<'a>(&'a AtomicUsize);
         impl Drop for Queued<'_> {
             fn drop(&mut self) {
@@ -108,16 +120,16 @@ impl Writer {
         let queued = Queued(&self.shared.waiting);
         let mut guard = self.shared.state.clone().lock_owned().await;
         drop(queued);
-        if let Some(sp) = guard.dirty.take() {
-            let sql = format!("ROLLBACK TO {sp}; RELEASE {sp}");
-            let _ = sqlx::Executor::execute(&mut guard.conn, sql.as_str()).await;
+        if self.shared.closed.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
         }
-        guard
+        guard.clean_up().await;
+        Ok(guard)
     }
 
     /// Takes the connection inside the open batch (starting one with `BEGIN IMMEDIATE`).
     pub(crate) async fn begin(&self) -> Result<WriteGuard> {
-        let guard = self.lock().await;
+        let guard = self.lock().await?;
         let mut w = WriteGuard {
             guard,
             shared: self.shared.clone(),
@@ -134,13 +146,13 @@ impl Writer {
     }
 
     /// Takes the connection for a statement that writes nothing (a pragma), batch or not.
-    pub(crate) async fn plain(&self) -> WriteGuard {
-        let guard = self.lock().await;
-        WriteGuard {
+    pub(crate) async fn plain(&self) -> Result<WriteGuard> {
+        let guard = self.lock().await?;
+        Ok(WriteGuard {
             guard,
             shared: self.shared.clone(),
             savepoint: None,
-        }
+        })
     }
 
     /// How many batch `COMMIT`s ran.
@@ -148,11 +160,23 @@ impl Writer {
         self.shared.commits.load(Ordering::Relaxed)
     }
 
-    /// Commits what is pending (the connection closes when the last handle is dropped).
+    /// Refuses every operation that has not taken the connection yet ([`Error::ShuttingDown`]);
+    /// operations already holding it go on. Returns at once; [`Writer::closed`] waits for them.
+    pub(crate) fn begin_close(&self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes (see [`Writer::begin_close`]), waits for the operation holding the connection, if
+    /// any, and commits the batch it leaves behind, so that every operation that started has
+    /// committed or rolled back when this returns and nothing is written afterwards. The
+    /// connection itself closes when the last handle is dropped.
     pub(crate) async fn close(&self) {
-        let mut guard = self.lock().await;
+        self.begin_close();
+        let mut guard = self.shared.state.clone().lock_owned().await;
+        guard.clean_up().await;
         if guard.open {
             guard.commit_batch().await;
+            self.shared.commits.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -101,6 +101,8 @@ use std::str::FromStr;
 ///   where SQLite computes with doubles.
 pub struct Tx {
     inner: Inner,
+    /// Holds the backend's gate open until the transaction ends (see `gate.rs`).
+    _pass: super::gate::Pass,
     /// A statement failed with a retryable conflict; the runtime retries the whole transaction.
     pub(crate) conflicted: bool,
     /// A statement failed (on Postgres this aborts the transaction).
@@ -888,6 +890,7 @@ impl<'t> TxQuery<'t> {
 
 impl Tx {
     pub(crate) async fn begin(backend: &Backend, opts: &TxOptions) -> Result<Tx> {
+        let pass = backend.gate().enter()?;
         let inner = match backend {
             // SQLite transactions are always serializable. Writers take the one write
             // connection with BEGIN IMMEDIATE (the write lock up front, so two writers never
@@ -939,6 +942,7 @@ impl Tx {
         };
         Ok(Tx {
             inner,
+            _pass: pass,
             conflicted: false,
             failed: false,
         })
