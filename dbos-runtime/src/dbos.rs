@@ -168,7 +168,10 @@ impl Runtime {
         }
         // Workflow bodies run on to their next durable operation, where they stop.
         let bound = self.0.cfg.shutdown_timeout;
-        if tokio::time::timeout(bound, self.workflows_stopped()).await.is_err() {
+        if tokio::time::timeout(bound, self.workflows_stopped())
+            .await
+            .is_err()
+        {
             let running: Vec<(String, AbortHandle)> = lock(&self.0.running).drain().collect();
             let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
             tracing::warn!(
@@ -208,7 +211,10 @@ impl Runtime {
 
     /// Runs `fut` unless shutdown begins first: then [`Error::ShuttingDown`] (for waits that
     /// must not hold a shutdown up: sleeps, retry backoffs, the dispatcher's nap).
-    pub(crate) async fn unless_stopping<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+    pub(crate) async fn unless_stopping<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> Result<F::Output> {
         tokio::select! {
             out = fut => Ok(out),
             () = self.stopping() => Err(Error::ShuttingDown),

@@ -187,9 +187,26 @@ impl Error {
     /// deadlock, SQLite busy/locked).
     pub fn is_conflict(&self) -> bool {
         match self {
-            Error::Database { source, .. } => crate::sysdb::is_conflict(source),
+            Error::Database { source, .. } => is_conflict(source),
             _ => false,
         }
+    }
+}
+
+/// Whether a driver error is worth retrying: serialization failure, deadlock, SQLite busy/locked.
+pub(crate) fn is_conflict(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => match code.as_ref() {
+                "40001" | "40P01" => true,
+                other => other
+                    .parse::<i32>()
+                    .map(|c| matches!(c & 0xff, 5 | 6))
+                    .unwrap_or(false),
+            },
+            None => false,
+        },
+        _ => false,
     }
 }
 

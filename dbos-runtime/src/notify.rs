@@ -6,10 +6,10 @@
 //! under a lost notification; nothing polls while nothing waits.
 
 use crate::error::{Error, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
 use crate::sysdb::Change;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};

@@ -8,12 +8,15 @@ use crate::sysdb::{Claimed, Outcome};
 use crate::workflow::spawn_execution;
 use std::time::Duration;
 
+/// The queue DBOS uses for recovered and scheduled workflows (SYSDB.md).
+pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
+
 /// Workflows claimed per dispatcher pass.
 const CLAIM_BATCH: i64 = 100;
 
 /// Moves this executor's unfinished workflows (of this version) to the queue.
 pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
-    let n = rt.db().recover_pending().await?;
+    let n = rt.db().recover_pending(INTERNAL_QUEUE).await?;
     if n > 0 {
         tracing::info!("recovering {n} pending workflow(s)");
     }
@@ -40,7 +43,7 @@ pub(crate) async fn dispatch_loop(rt: Runtime) {
 
 /// One pass: claims up to a batch and starts each claimed workflow. Returns how many were claimed.
 pub(crate) async fn dispatch_once(rt: &Runtime) -> Result<usize> {
-    let claimed = rt.db().claim(CLAIM_BATCH).await?;
+    let claimed = rt.db().claim(INTERNAL_QUEUE, CLAIM_BATCH).await?;
     let count = claimed.len();
     for c in claimed {
         match resume(rt, c).await {

@@ -156,7 +156,11 @@ impl Schedule {
             wf: None,
             in_step: false,
         };
-        context::scope(current, start_erased(call, true)).await?;
+        context::scope(
+            current,
+            start_erased(call, Some(crate::recovery::INTERNAL_QUEUE)),
+        )
+        .await?;
         // The start wakes our dispatcher only when our insert made the row. Wake it when
         // another process's did too: that process's claim skips the row while our upsert
         // holds its lock (`SKIP LOCKED`), and would otherwise wait for a polling pass.

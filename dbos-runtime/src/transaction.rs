@@ -19,35 +19,13 @@ use crate::dbos::Runtime;
 use crate::error::{Error, WorkflowError};
 use crate::serialization::{self, PORTABLE_JSON};
 use crate::sysdb::{now_ms, StepRow, StepWrite, Tx};
+pub use crate::sysdb::{Isolation, TxOptions};
 use crate::workflow::{panic_message, replay_step, BoxFuture};
 use futures_util::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Isolation level of a `#[transaction]` on Postgres. SQLite transactions are always
-/// serializable (one writer at a time), whatever is asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// `SERIALIZABLE`: the default. Concurrent transactions behave as if run one after the
-    /// other; the losers of a conflict are retried transparently.
-    Serializable,
-    /// `REPEATABLE READ`: a snapshot; concurrent updates of one row still conflict (and retry).
-    RepeatableRead,
-    /// `READ COMMITTED`: each statement sees what is committed when it starts.
-    ReadCommitted,
-}
-
-/// Options of a `#[transaction]`: `#[transaction(isolation = "read_committed", read_only)]`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TxOptions {
-    /// `None`: the default, `SERIALIZABLE` on Postgres.
-    pub isolation: Option<Isolation>,
-    /// A read-only transaction: `READ ONLY` on Postgres, a reader connection on SQLite (it does
-    /// not wait for the writer). Its result is still recorded in a workflow, after it ends.
-    pub read_only: bool,
-}
 
 /// Conflict retries before a transaction gives up and returns the conflict.
 const MAX_CONFLICT_RETRIES: u32 = 40;

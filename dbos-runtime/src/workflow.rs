@@ -353,7 +353,7 @@ where
     T: Serialize + DeserializeOwned + Send + 'static,
     E: WorkflowError,
 {
-    let (rt, id, local) = start_erased(call.erase(), false).await?;
+    let (rt, id, local) = start_erased(call.erase(), None).await?;
     Ok(WorkflowHandle::new(id, rt, local))
 }
 
@@ -361,7 +361,7 @@ where
 /// here, the receiver of its outcome.
 pub(crate) async fn start_erased(
     call: ErasedCall,
-    enqueue: bool,
+    queue: Option<&str>,
 ) -> Result<(Runtime, String, Option<oneshot::Receiver<Finished>>)> {
     match context::position()? {
         Position::InStep(..) => Err(Error::InStep("starting a workflow")),
@@ -371,7 +371,7 @@ pub(crate) async fn start_erased(
                 None => uuid::Uuid::new_v4().to_string(),
             };
             validate_id(&id)?;
-            let local = insert_and_run(&rt, call, &id, None, enqueue).await?;
+            let local = insert_and_run(&rt, call, &id, None, queue).await?;
             Ok((rt, id, local))
         }
         Position::Workflow(rt, parent) => {
@@ -392,7 +392,7 @@ pub(crate) async fn start_erased(
             validate_id(&id)?;
             let started = now_ms();
             let name = call.name;
-            let local = insert_and_run(&rt, call, &id, Some(&parent.id), enqueue).await?;
+            let local = insert_and_run(&rt, call, &id, Some(&parent.id), queue).await?;
             let res = rt
                 .db()
                 .record_step(&StepWrite {
@@ -439,7 +439,7 @@ async fn insert_and_run(
     call: ErasedCall,
     id: &str,
     parent: Option<&str>,
-    enqueue: bool,
+    queue: Option<&str>,
 ) -> Result<Option<oneshot::Receiver<Finished>>> {
     let inputs = call.inputs?;
     let owner = uuid::Uuid::new_v4().to_string();
@@ -451,11 +451,11 @@ async fn insert_and_run(
             inputs: &inputs,
             owner_xid: &owner,
             parent_id: parent,
-            enqueue,
+            queue,
         })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {
-        if enqueue {
+        if queue.is_some() {
             rt.wake_dispatcher();
             return Ok(None);
         }

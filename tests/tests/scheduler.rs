@@ -145,7 +145,10 @@ fn assert_recorded_ticks_ran(rows: &BTreeMap<String, String>, runs: &[Run]) {
         } else {
             assert_eq!(status, "ENQUEUED", "{id} never ran but is {status}");
             let tick = tick_of(id);
-            assert!(tick > last_run, "{id} was left queued before the last tick that ran ({last_run})");
+            assert!(
+                tick > last_run,
+                "{id} was left queued before the last tick that ran ({last_run})"
+            );
         }
     }
     assert!(

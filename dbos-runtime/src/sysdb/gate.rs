@@ -81,7 +81,10 @@ mod tests {
             async move { gate.drained().await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "drained while an operation was in flight");
+        assert!(
+            !waiter.is_finished(),
+            "drained while an operation was in flight"
+        );
         drop(first);
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await

@@ -10,16 +10,13 @@ mod sqlite;
 mod sqlite_writer;
 mod tx;
 
-pub use tx::{FromRow, Numeric, Param, Tx, TxQuery};
+pub use tx::{FromRow, Isolation, Numeric, Param, Tx, TxOptions, TxQuery};
 
 use crate::config::{DatabaseUrl, DbosConfig};
 use crate::error::{Error, Result};
 use crate::serialization::PORTABLE_JSON;
 use sqlx::Row;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The queue DBOS uses for recovered and scheduled workflows.
-pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
 /// The DBOS system-schema version we create and require.
 pub(crate) const SCHEMA_VERSION: i64 = 108;
 
@@ -29,23 +26,6 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// Whether a driver error is worth retrying: serialization failure, deadlock, SQLite busy/locked.
-pub(crate) fn is_conflict(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => match code.as_ref() {
-                "40001" | "40P01" => true,
-                other => other
-                    .parse::<i32>()
-                    .map(|c| matches!(c & 0xff, 5 | 6))
-                    .unwrap_or(false),
-            },
-            None => false,
-        },
-        _ => false,
-    }
 }
 
 pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
@@ -217,8 +197,9 @@ pub(crate) struct NewWorkflow<'a> {
     pub inputs: &'a str,
     pub owner_xid: &'a str,
     pub parent_id: Option<&'a str>,
-    /// `true`: ENQUEUED on the internal queue (scheduled ticks); `false`: PENDING, run here now.
-    pub enqueue: bool,
+    /// `Some(queue)`: `ENQUEUED` on that queue, for a dispatcher to claim; `None`: `PENDING`,
+    /// run here now.
+    pub queue: Option<&'a str>,
 }
 
 /// What the start upsert found: our own new row or the existing one.
@@ -329,13 +310,13 @@ impl Queries {
             ),
             recover_pending: format!(
                 "UPDATE {p}workflow_status SET status = 'ENQUEUED', \
-                 queue_name = COALESCE(queue_name, '{INTERNAL_QUEUE}'), started_at_epoch_ms = NULL, updated_at = $4 \
+                 queue_name = COALESCE(queue_name, $5), started_at_epoch_ms = NULL, updated_at = $4 \
                  WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2 \
                  AND (application_name = $3 OR application_name IS NULL)"
             ),
             claim_candidates: format!(
                 "SELECT workflow_uuid FROM {p}workflow_status \
-                 WHERE queue_name = '{INTERNAL_QUEUE}' AND status = 'ENQUEUED' \
+                 WHERE queue_name = $4 AND status = 'ENQUEUED' \
                  AND (application_version = $1 OR application_version IS NULL) \
                  AND (application_name = $2 OR application_name IS NULL) \
                  ORDER BY priority, created_at LIMIT $3"
@@ -345,7 +326,7 @@ impl Queries {
                 "UPDATE {p}workflow_status SET status = 'PENDING', executor_id = $1, application_version = $2, \
                  application_name = $3, started_at_epoch_ms = $4, rate_limited = FALSE, \
                  recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4 \
-                 WHERE workflow_uuid = $5 AND status = 'ENQUEUED' AND queue_name = '{INTERNAL_QUEUE}' \
+                 WHERE workflow_uuid = $5 AND status = 'ENQUEUED' AND queue_name = $6 \
                  AND (application_version = $2 OR application_version IS NULL) \
                  AND (application_name = $3 OR application_name IS NULL) \
                  RETURNING workflow_uuid, name, inputs, serialization, recovery_attempts"
@@ -500,10 +481,9 @@ impl SysDb {
     /// Inserts the workflow's status row, or finds the existing one (one upsert).
     pub(crate) async fn insert_workflow(&self, w: &NewWorkflow<'_>) -> Result<WorkflowRow> {
         let now = now_ms();
-        let (status, queue, attempts, started) = if w.enqueue {
-            ("ENQUEUED", Some(INTERNAL_QUEUE), 0_i64, None)
-        } else {
-            ("PENDING", None, 1_i64, Some(now))
+        let (status, queue, attempts, started) = match w.queue {
+            Some(queue) => ("ENQUEUED", Some(queue), 0_i64, None),
+            None => ("PENDING", None, 1_i64, Some(now)),
         };
         self.metrics.add_commit();
         on_writer!(&self.sys, |p| {
@@ -619,20 +599,26 @@ impl SysDb {
             bind_step(&self.q.record_step, s, &self.app_name)
                 .fetch_all(&mut *p)
                 .await
-                .and_then(|rows| rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get::<Option<i64>, _>(0))
+                .and_then(|rows| {
+                    rows.first()
+                        .ok_or(sqlx::Error::RowNotFound)?
+                        .try_get::<Option<i64>, _>(0)
+                })
                 .map_err(Error::db("recording a step"))
         })?;
         check_step_written(s, row)
     }
 
-    /// Moves this executor's PENDING workflows of this version to the internal queue.
-    pub(crate) async fn recover_pending(&self) -> Result<u64> {
+    /// Moves this executor's PENDING workflows of this version back to their queue, or to
+    /// `queue` for those started without one.
+    pub(crate) async fn recover_pending(&self, queue: &str) -> Result<u64> {
         on_writer!(&self.sys, |p| {
             let done = sqlx::query(&self.q.recover_pending)
                 .bind(&self.executor_id)
                 .bind(&self.app_version)
                 .bind(&self.app_name)
                 .bind(now_ms())
+                .bind(queue)
                 .execute(&mut *p)
                 .await
                 .map_err(Error::db("recovering pending workflows"))?;
@@ -640,28 +626,29 @@ impl SysDb {
         })
     }
 
-    /// Claims up to `limit` enqueued workflows for this executor.
+    /// Claims up to `limit` workflows enqueued on `queue` for this executor.
     ///
     /// Candidates are read without writing anything (an idle dispatcher costs no commit); each
     /// is then claimed by an update that re-checks it, so of several processes one wins.
-    pub(crate) async fn claim(&self, limit: i64) -> Result<Vec<Claimed>> {
+    pub(crate) async fn claim(&self, queue: &str, limit: i64) -> Result<Vec<Claimed>> {
         let ids: Vec<String> = on_reader!(&self.sys, |p| {
             sqlx::query_scalar(&self.q.claim_candidates)
                 .bind(&self.app_version)
                 .bind(&self.app_name)
                 .bind(limit)
+                .bind(queue)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("finding enqueued workflows"))
         })?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
-            claimed.extend(self.claim_one(id).await?);
+            claimed.extend(self.claim_one(queue, id).await?);
         }
         Ok(claimed)
     }
 
-    async fn claim_one(&self, id: String) -> Result<Option<Claimed>> {
+    async fn claim_one(&self, queue: &str, id: String) -> Result<Option<Claimed>> {
         self.metrics.add_commit();
         on_writer!(&self.sys, |p| {
             let row = sqlx::query(&self.q.claim)
@@ -670,6 +657,7 @@ impl SysDb {
                 .bind(&self.app_name)
                 .bind(now_ms())
                 .bind(id)
+                .bind(queue)
                 .fetch_all(&mut *p)
                 .await;
             match row {
@@ -902,7 +890,7 @@ impl SysDb {
     }
 
     /// Opens an application transaction.
-    pub(crate) async fn begin_app(&self, opts: &crate::transaction::TxOptions) -> Result<Tx> {
+    pub(crate) async fn begin_app(&self, opts: &TxOptions) -> Result<Tx> {
         Tx::begin(&self.app, opts).await
     }
 
@@ -937,7 +925,7 @@ impl SysDb {
         if self.shared {
             return Ok(());
         }
-        let opts = crate::transaction::TxOptions::default();
+        let opts = TxOptions::default();
         let mut tx = Tx::begin(&self.app, &opts).await?;
         tx.write_transaction_output(&self.app_prefix, s, &self.executor_id)
             .await?;
@@ -992,10 +980,10 @@ fn check_step_written(s: &StepWrite<'_>, completed: Option<i64>) -> Result<()> {
     if completed == Some(s.completed_at_ms) {
         Ok(())
     } else {
-        Err(crate::context::concurrent_execution(
-            s.workflow_id,
-            s.function_id,
-        ))
+        Err(Error::ConcurrentExecution {
+            workflow_id: s.workflow_id.to_owned(),
+            function_id: s.function_id,
+        })
     }
 }
 
@@ -1060,5 +1048,5 @@ where
 fn is_transient(e: &sqlx::Error) -> bool {
     // SQLite busy at connect: another process holds the lock while switching a fresh file to
     // WAL, which busy_timeout does not wait for.
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) || is_conflict(e)
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) || crate::error::is_conflict(e)
 }

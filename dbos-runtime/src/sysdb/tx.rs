@@ -8,7 +8,6 @@
 
 use super::{Backend, StepWrite};
 use crate::error::{Error, Result};
-use crate::transaction::{Isolation, TxOptions};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use sqlx::encode::IsNull;
@@ -21,6 +20,29 @@ use sqlx::{Decode, Encode, Type, TypeInfo, ValueRef};
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+
+/// Isolation level of a `#[transaction]` on Postgres. SQLite transactions are always
+/// serializable (one writer at a time), whatever is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// `SERIALIZABLE`: the default. Concurrent transactions behave as if run one after the
+    /// other; the losers of a conflict are retried transparently.
+    Serializable,
+    /// `REPEATABLE READ`: a snapshot; concurrent updates of one row still conflict (and retry).
+    RepeatableRead,
+    /// `READ COMMITTED`: each statement sees what is committed when it starts.
+    ReadCommitted,
+}
+
+/// Options of a `#[transaction]`: `#[transaction(isolation = "read_committed", read_only)]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TxOptions {
+    /// `None`: the default, `SERIALIZABLE` on Postgres.
+    pub isolation: Option<Isolation>,
+    /// A read-only transaction: `READ ONLY` on Postgres, a reader connection on SQLite (it does
+    /// not wait for the writer). Its result is still recorded in a workflow, after it ends.
+    pub read_only: bool,
+}
 
 /// A database transaction on the application database, opened by the runtime for a
 /// `#[transaction]` function and committed when the function returns `Ok`.
@@ -340,7 +362,9 @@ impl SqliteTx {
             // `BEGIN IMMEDIATE` fails only when the database is busy (and after it, nothing
             // else in the transaction can be): the transaction did not begin. Any other error
             // came from the statement behind an executed `BEGIN`.
-            (Some(e), SqliteState::NotBegun) if super::is_conflict(e) => SqliteState::NotBegun,
+            (Some(e), SqliteState::NotBegun) if crate::error::is_conflict(e) => {
+                SqliteState::NotBegun
+            }
             (Some(e), _) if may_have_rolled_back(e) => SqliteState::Poisoned,
             (Some(_), SqliteState::NotBegun) => SqliteState::Open,
             (Some(_), state) => state,
@@ -968,7 +992,7 @@ impl Tx {
 
     fn fail(&mut self, e: sqlx::Error) -> Error {
         self.failed = true;
-        if super::is_conflict(&e) {
+        if crate::error::is_conflict(&e) {
             self.conflicted = true;
         }
         Error::Database {
@@ -1062,9 +1086,12 @@ impl Tx {
             .await;
         match done {
             Ok(_) => Ok(()),
-            Err(Error::Database { source, .. }) if super::unique_violation(&source) => Err(
-                crate::context::concurrent_execution(s.workflow_id, s.function_id),
-            ),
+            Err(Error::Database { source, .. }) if super::unique_violation(&source) => {
+                Err(Error::ConcurrentExecution {
+                    workflow_id: s.workflow_id.to_owned(),
+                    function_id: s.function_id,
+                })
+            }
             Err(Error::Database { source, .. }) => Err(Error::Database {
                 doing: "recording a transaction step",
                 source,
@@ -1116,9 +1143,12 @@ impl Tx {
             .await
         {
             Ok(_) => Ok(()),
-            Err(Error::Database { source, .. }) if super::unique_violation(&source) => Err(
-                crate::context::concurrent_execution(s.workflow_id, s.function_id),
-            ),
+            Err(Error::Database { source, .. }) if super::unique_violation(&source) => {
+                Err(Error::ConcurrentExecution {
+                    workflow_id: s.workflow_id.to_owned(),
+                    function_id: s.function_id,
+                })
+            }
             Err(e) => Err(e),
         }
     }

@@ -25,7 +25,8 @@ static POOL: OnceLock<Pool> = OnceLock::new();
 /// Rounds of (step, transaction, event, message) per workflow.
 const ROUNDS: i32 = 3;
 
-const DDL: &str = "CREATE TABLE IF NOT EXISTS effects (workflow_id TEXT NOT NULL, round INTEGER NOT NULL)";
+const DDL: &str =
+    "CREATE TABLE IF NOT EXISTS effects (workflow_id TEXT NOT NULL, round INTEGER NOT NULL)";
 
 #[step]
 async fn compute(round: i32) -> Result<i32, Error> {
@@ -82,7 +83,9 @@ async fn fingerprint(s: &str) -> Result<String, Box<dyn std::error::Error>> {
     let queries = [
         format!("SELECT COUNT(*) FROM {s}workflow_status"),
         format!("SELECT CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) FROM {s}workflow_status"),
-        format!("SELECT CAST(COALESCE(SUM(recovery_attempts), 0) AS BIGINT) FROM {s}workflow_status"),
+        format!(
+            "SELECT CAST(COALESCE(SUM(recovery_attempts), 0) AS BIGINT) FROM {s}workflow_status"
+        ),
         format!("SELECT COUNT(*) FROM {s}workflow_status WHERE status = 'SUCCESS'"),
         format!("SELECT COUNT(*) FROM {s}workflow_status WHERE status = 'ENQUEUED'"),
         format!("SELECT COUNT(*) FROM {s}operation_outputs"),
@@ -125,7 +128,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Pool::Postgres(p)
     };
     let _ = POOL.set(pool);
-    let s = if url.starts_with("sqlite") { "" } else { "dbos." };
+    let s = if url.starts_with("sqlite") {
+        ""
+    } else {
+        "dbos."
+    };
     DBOS::launch(DbosConfig::new("drain-worker").with_database_url(&url)).await?;
     let launched = tokio::time::Instant::now();
     match mode.as_str() {
