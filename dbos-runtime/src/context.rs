@@ -1,11 +1,51 @@
-//! The task-local context: which runtime, which workflow, which operation comes next.
+//! The task-local context (which runtime, which workflow, which operation comes next) and the
+//! global runtime that code outside any context uses.
 
-use crate::dbos::Runtime;
 use crate::error::{Error, Result};
+use crate::runtime::Runtime;
 use crate::sysdb::StepRow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The runtime `DBOS::launch` made.
+static GLOBAL: RwLock<Option<Runtime>> = RwLock::new(None);
+
+/// The global runtime.
+///
+/// # Errors
+/// [`Error::NotLaunched`] before `DBOS::launch` and after `DBOS::shutdown`.
+pub(crate) fn global() -> Result<Runtime> {
+    let g = match GLOBAL.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    g.clone().ok_or(Error::NotLaunched)
+}
+
+/// Installs `rt` as the global runtime unless one is installed; gives it back otherwise.
+pub(crate) fn set_global(rt: Runtime) -> std::result::Result<(), Runtime> {
+    let mut g = match GLOBAL.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    match *g {
+        Some(_) => Err(rt),
+        None => {
+            *g = Some(rt);
+            Ok(())
+        }
+    }
+}
+
+/// Removes the global runtime.
+pub(crate) fn take_global() -> Option<Runtime> {
+    let mut g = match GLOBAL.write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    g.take()
+}
 
 tokio::task_local! {
     static CURRENT: Current;
@@ -76,26 +116,14 @@ impl WfCtx {
 }
 
 impl WfCtx {
-    /// Whether another execution took this workflow over (see [`concurrent_execution`]).
+    /// Whether another execution took this workflow over: it owns the outcome.
     pub(crate) fn handed_off(&self) -> bool {
         self.handed_off.load(Ordering::SeqCst)
     }
-}
 
-/// The error for "another execution recorded this operation first"; it also marks the calling
-/// workflow execution as handed off, so that it records no outcome of its own, whatever error
-/// type the user's code turns this into.
-pub(crate) fn concurrent_execution(workflow_id: &str, function_id: i32) -> Error {
-    let _ = CURRENT.try_with(|c| {
-        if let Some(wf) = &c.wf {
-            if wf.id == workflow_id {
-                wf.handed_off.store(true, Ordering::SeqCst);
-            }
-        }
-    });
-    Error::ConcurrentExecution {
-        workflow_id: workflow_id.to_owned(),
-        function_id,
+    /// Marks this execution as handed off (another one recorded one of its operations first).
+    pub(crate) fn hand_off(&self) {
+        self.handed_off.store(true, Ordering::SeqCst);
     }
 }
 
@@ -122,7 +150,7 @@ pub(crate) fn position() -> Result<Position> {
             in_step: true,
         }) => Ok(Position::InStep(rt, wf)),
         Ok(Current { rt, wf: None, .. }) => Ok(Position::Outside(rt)),
-        Err(_) => Ok(Position::Outside(crate::dbos::global()?)),
+        Err(_) => Ok(Position::Outside(global()?)),
     }
 }
 
@@ -130,7 +158,34 @@ pub(crate) fn position() -> Result<Position> {
 pub(crate) fn runtime() -> Result<Runtime> {
     match CURRENT.try_with(|c| c.rt.clone()) {
         Ok(rt) => Ok(rt),
-        Err(_) => crate::dbos::global(),
+        Err(_) => global(),
+    }
+}
+
+/// Runs `fut` under `rt`: in the caller's context when that is already `rt`'s (so an
+/// operation inside a workflow body stays recorded), else as code outside any workflow.
+pub(crate) async fn enter<F: std::future::Future>(rt: &Runtime, fut: F) -> F::Output {
+    let current = CURRENT.try_with(|c| c.rt.same(rt)).unwrap_or(false);
+    if current {
+        fut.await
+    } else {
+        rt.scope(fut).await
+    }
+}
+
+impl Runtime {
+    /// Runs `fut` with this runtime as the current one, outside any workflow: the static
+    /// [`DBOS`](crate::DBOS) API called inside it uses this runtime.
+    pub async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
+        scope(
+            Current {
+                rt: self.clone(),
+                wf: None,
+                in_step: false,
+            },
+            fut,
+        )
+        .await
     }
 }
 

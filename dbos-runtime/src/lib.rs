@@ -49,8 +49,11 @@ mod events;
 mod messages;
 mod metrics;
 mod notify;
+mod operation;
+mod queue;
 mod recovery;
 mod registry;
+mod runtime;
 mod scheduler;
 mod serialization;
 mod sleep;
@@ -60,10 +63,11 @@ mod transaction;
 mod workflow;
 
 pub use config::DbosConfig;
-pub use dbos::{Runtime, DBOS};
+pub use dbos::DBOS;
 pub use dbos_macros::{scheduled, step, transaction, workflow};
 pub use error::{Error, PortableError, Result, WorkflowError};
 pub use metrics::MetricsSnapshot;
+pub use runtime::Runtime;
 /// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
 pub use rust_decimal::Decimal;
 pub use scheduler::tick_workflow_id;

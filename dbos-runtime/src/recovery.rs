@@ -1,15 +1,13 @@
 //! Recovery and dispatch: PENDING workflows of this executor go back to the internal queue at
 //! launch; the dispatcher claims queued workflows and resumes them from their records.
 
-use crate::dbos::Runtime;
 use crate::error::{Error, Result, WorkflowError};
+use crate::queue::INTERNAL_QUEUE;
+use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
 use crate::sysdb::{Claimed, Outcome};
 use crate::workflow::spawn_execution;
 use std::time::Duration;
-
-/// The queue DBOS uses for recovered and scheduled workflows (SYSDB.md).
-pub(crate) const INTERNAL_QUEUE: &str = "_dbos_internal_queue";
 
 /// Workflows claimed per dispatcher pass.
 const CLAIM_BATCH: i64 = 100;

@@ -47,9 +47,9 @@
 //! arrives at the database after shutdown returned.
 
 use crate::context::{self, Current};
-use crate::dbos::Runtime;
 use crate::error::{Error, Result};
 use crate::registry::ResumeFn;
+use crate::runtime::Runtime;
 use crate::serialization::{ArgsEncoder, Inputs};
 use crate::workflow::start_erased;
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
@@ -158,7 +158,7 @@ impl Schedule {
         };
         context::scope(
             current,
-            start_erased(call, Some(crate::recovery::INTERNAL_QUEUE)),
+            start_erased(call, Some(crate::queue::INTERNAL_QUEUE)),
         )
         .await?;
         // The start wakes our dispatcher only when our insert made the row. Wake it when

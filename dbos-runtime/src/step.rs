@@ -1,9 +1,7 @@
 //! `#[step]`: a checkpointed call, retried with exponential backoff.
 
-use crate::context::{self, Position};
 use crate::error::{Error, WorkflowError};
-use crate::serialization::{self, PORTABLE_JSON};
-use crate::sysdb::{now_ms, StepWrite};
+use crate::operation::{self, Begun, Site};
 use crate::workflow::replay_step;
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
@@ -66,43 +64,17 @@ where
     T: Serialize + DeserializeOwned + Send,
     E: WorkflowError,
 {
-    let (rt, ctx) = match context::position() {
-        Ok(Position::Workflow(rt, ctx)) => (rt, ctx),
+    let op = match operation::begin(name) {
+        Ok(Site::Workflow(Begun::Recorded(row))) => return replay_step(&row),
+        Ok(Site::Workflow(Begun::Run(op))) => op,
         // Outside a workflow (even with no runtime launched) or inside a step: a plain call.
-        Ok(Position::Outside(_) | Position::InStep(..)) | Err(_) => {
+        Ok(Site::Outside(_) | Site::InStep(..)) | Err(Error::NotLaunched) => {
             return with_retries(name, opts, &mut body).await
         }
+        Err(e) => return Err(E::from(e)),
     };
-    let n = ctx.next_id();
-    if let Some(row) = ctx.recorded(n, name).map_err(E::from)? {
-        return replay_step(&row);
-    }
-    let started = now_ms();
-    let result = context::in_step(&rt, &ctx, with_retries(name, opts, &mut body)).await;
-    let (output, error) = match &result {
-        Ok(v) => (
-            Some(serialization::to_json(v, "a step's output").map_err(E::from)?),
-            None,
-        ),
-        Err(e) => (
-            None,
-            Some(serialization::to_json(&e.to_portable(), "a step's error").map_err(E::from)?),
-        ),
-    };
-    rt.db()
-        .record_step(&StepWrite {
-            workflow_id: &ctx.id,
-            function_id: n,
-            function_name: name,
-            output: output.as_deref(),
-            error: error.as_deref(),
-            child_workflow_id: None,
-            serialization: Some(PORTABLE_JSON),
-            started_at_ms: started,
-            completed_at_ms: now_ms(),
-        })
-        .await
-        .map_err(E::from)?;
+    let result = op.run_body(with_retries(name, opts, &mut body)).await;
+    op.record_outcome(&result).await.map_err(E::from)?;
     result
 }
 

@@ -14,17 +14,16 @@
 //! whole body with jittered exponential backoff. Outside a workflow a transaction is a plain
 //! database transaction: it commits once and records nothing.
 
-use crate::context::{self, Position, WfCtx};
-use crate::dbos::Runtime;
 use crate::error::{Error, WorkflowError};
+use crate::operation::{self, Begun, Operation, Site};
+use crate::runtime::Runtime;
 use crate::serialization::{self, PORTABLE_JSON};
-use crate::sysdb::{now_ms, StepRow, StepWrite, Tx};
 pub use crate::sysdb::{Isolation, TxOptions};
+use crate::sysdb::{StepRow, StepWrite, Tx};
 use crate::workflow::{panic_message, replay_step, BoxFuture};
 use futures_util::FutureExt;
 use serde::{de::DeserializeOwned, Serialize};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Conflict retries before a transaction gives up and returns the conflict.
@@ -82,28 +81,18 @@ where
         return Err(E::from(Error::InStep("#[transaction]")));
     }
     let body: &mut Body<'_, T, E> = &mut body;
-    match context::position().map_err(E::from)? {
-        Position::Workflow(rt, ctx) => {
-            let n = ctx.next_id();
-            if let Some(row) = ctx.recorded(n, name).map_err(E::from)? {
-                return replay_step(&row);
-            }
-            let op = Op {
-                rt: &rt,
-                ctx: &ctx,
-                n,
-                name,
-                opts,
-                started: now_ms(),
-            };
-            let mut retries = Retries::new(&rt, name);
+    match operation::begin(name).map_err(E::from)? {
+        Site::Workflow(Begun::Recorded(row)) => replay_step(&row),
+        Site::Workflow(Begun::Run(op)) => {
+            let op = Op { op: &op, opts };
+            let mut retries = Retries::new(op.op.rt(), name);
             loop {
                 if let Some(result) = retries.settle(op.attempt(body).await).await {
                     return result;
                 }
             }
         }
-        Position::Outside(rt) | Position::InStep(rt, _) => {
+        Site::Outside(rt) | Site::InStep(rt, _) => {
             let mut retries = Retries::new(&rt, name);
             loop {
                 if let Some(result) = retries
@@ -244,27 +233,13 @@ where
 
 /// One transaction operation of one workflow execution.
 struct Op<'a> {
-    rt: &'a Runtime,
-    ctx: &'a Arc<WfCtx>,
-    n: i32,
-    name: &'static str,
+    op: &'a Operation,
     opts: TxOptions,
-    started: i64,
 }
 
 impl Op<'_> {
     fn write<'s>(&'s self, output: Option<&'s str>, error: Option<&'s str>) -> StepWrite<'s> {
-        StepWrite {
-            workflow_id: &self.ctx.id,
-            function_id: self.n,
-            function_name: self.name,
-            output,
-            error,
-            child_workflow_id: None,
-            serialization: Some(PORTABLE_JSON),
-            started_at_ms: self.started,
-            completed_at_ms: now_ms(),
-        }
+        self.op.write(output, error, Some(PORTABLE_JSON))
     }
 
     async fn attempt<T, E>(&self, body: &mut Body<'_, T, E>) -> crate::Result<Attempt<T, E>>
@@ -272,24 +247,24 @@ impl Op<'_> {
         T: Serialize + DeserializeOwned + Send,
         E: WorkflowError,
     {
-        let db = self.rt.db();
+        let db = self.op.rt().db();
         let mut tx = db.begin_app(&self.opts).await?;
-        if !db.shared && self.ctx.resumed && !self.opts.read_only {
+        if !db.shared && self.op.ctx().resumed && !self.opts.read_only {
             // Separate databases: a commit whose system record was lost is found here.
             if let Some(found) = db
-                .read_transaction_output(&mut tx, &self.ctx.id, self.n)
+                .read_transaction_output(&mut tx, self.op.workflow_id(), self.op.position())
                 .await?
             {
                 discard(tx).await;
                 return self.heal(found).await.map(Attempt::Done);
             }
         }
-        let result = context::in_step(self.rt, self.ctx, run_body(&mut tx, body)).await;
+        let result = self.op.run_body(run_body(&mut tx, body)).await;
         match result {
             Err(panic) => {
                 discard(tx).await;
-                tracing::error!(workflow_id = %self.ctx.id, transaction = self.name, "transaction panicked: {panic}");
-                let err = E::from(panic_error(self.name, &panic));
+                tracing::error!(workflow_id = %self.op.workflow_id(), transaction = self.op.name(), "transaction panicked: {panic}");
+                let err = E::from(panic_error(self.op.name(), &panic));
                 self.record_error(&err).await?;
                 Ok(Attempt::Done(Err(err)))
             }
@@ -322,16 +297,17 @@ impl Op<'_> {
                 };
                 if self.opts.read_only {
                     discard(tx).await;
-                    db.record_step(&self.write(Some(&output), None)).await?;
+                    self.op
+                        .settle(db.record_step(&self.write(Some(&output), None)).await)?;
                     return Ok(Attempt::Done(Ok(v)));
                 }
                 let row = self.write(Some(&output), None);
-                if let Err(e) = db.write_checkpoint_in(&mut tx, &row).await {
+                if let Err(e) = self.op.settle(db.write_checkpoint_in(&mut tx, &row).await) {
                     discard(tx).await;
                     return Err(e);
                 }
                 tx.commit().await?;
-                self.rt.metrics().add_commit();
+                self.op.rt().metrics().add_commit();
                 if !db.shared {
                     self.record_after_commit(&row).await?;
                 }
@@ -346,13 +322,13 @@ impl Op<'_> {
     async fn record_after_commit(&self, row: &StepWrite<'_>) -> crate::Result<()> {
         let mut wait = Duration::from_millis(10);
         for attempt in 1..=4 {
-            match self.rt.db().record_step(row).await {
+            match self.op.settle(self.op.rt().db().record_step(row).await) {
                 Ok(()) => return Ok(()),
                 Err(e @ Error::ConcurrentExecution { .. }) => return Err(e),
                 // Shutting down: the replay after the next launch records it.
                 Err(Error::ShuttingDown) => return Ok(()),
                 Err(e) if attempt == 4 => {
-                    tracing::warn!(workflow_id = %self.ctx.id, function_id = self.n,
+                    tracing::warn!(workflow_id = %self.op.workflow_id(), function_id = self.op.position(),
                         "transaction committed but its step record failed ({e}); a replay will record it");
                 }
                 Err(_) => {
@@ -370,9 +346,10 @@ impl Op<'_> {
         let text = serialization::to_json(&err.to_portable(), "a transaction's error")?;
         let row = self.write(None, Some(&text));
         if !self.opts.read_only {
-            self.rt.db().write_transaction_error(&row).await?;
+            self.op
+                .settle(self.op.rt().db().write_transaction_error(&row).await)?;
         }
-        self.rt.db().record_step(&row).await
+        self.op.settle(self.op.rt().db().record_step(&row).await)
     }
 
     /// Copies a `transaction_outputs` row found on replay to `operation_outputs`, returns it.
@@ -384,20 +361,23 @@ impl Op<'_> {
         T: DeserializeOwned,
         E: WorkflowError,
     {
-        if recorded != self.name {
+        if recorded != self.op.name() {
             return Err(Error::NonDeterministic {
-                workflow_id: self.ctx.id.clone(),
-                function_id: self.n,
+                workflow_id: self.op.workflow_id().to_owned(),
+                function_id: self.op.position(),
                 recorded,
-                current: self.name.to_owned(),
+                current: self.op.name().to_owned(),
             });
         }
-        self.rt
+        let written = self
+            .op
+            .rt()
             .db()
             .record_step(&self.write(output.as_deref(), error.as_deref()))
-            .await?;
+            .await;
+        self.op.settle(written)?;
         Ok(replay_step(&StepRow {
-            function_id: self.n,
+            function_id: self.op.position(),
             function_name: recorded,
             output,
             error,

@@ -1,0 +1,274 @@
+//! The one funnel every durable operation goes through: steps, transactions, child starts,
+//! `get_result`, `send`, `recv`, `sleep`, `set_event` and `get_event`.
+//!
+//! An operation first asks [`begin`] where it stands. In a workflow body it takes the next
+//! position (SYSDB.md: function IDs numbered from 1) and gets either the record an earlier
+//! execution wrote there (replay it, the body does not run) or an [`Operation`] to run and then
+//! record through. Elsewhere (outside a workflow, inside a step) it is a plain call.
+//!
+//! What every operation must honour is checked here, once:
+//! - determinism: a record under another name at this position is [`Error::NonDeterministic`];
+//! - shutdown: no operation begins once shutdown has begun ([`Error::ShuttingDown`]);
+//! - hand-off: when another execution of the workflow recorded a position first, the write
+//!   fails with [`Error::ConcurrentExecution`] and the execution is marked handed off, so it
+//!   records no outcome of its own whatever the user's code makes of the error.
+
+use crate::context::{self, Position, WfCtx};
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+use crate::serialization::{self, PORTABLE_JSON};
+use crate::sysdb::{now_ms, StepRow, StepWrite};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The name of a recorded deadline: a `DBOS::sleep`, or the timeout of `recv`/`get_event`.
+pub(crate) const SLEEP: &str = "DBOS.sleep";
+
+/// A deadline far enough away to mean "never" without overflowing a clock.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Where an operation is called from.
+pub(crate) enum Site {
+    /// In a workflow body: the operation is recorded.
+    Workflow(Begun),
+    /// Inside a step or transaction body: nested operations are plain calls (some write under
+    /// the step's position, like `set_event`).
+    InStep(Runtime, Arc<WfCtx>),
+    /// Not in a workflow.
+    Outside(Runtime),
+}
+
+/// An operation at its position in a workflow body.
+pub(crate) enum Begun {
+    /// An earlier execution recorded it: replay this row.
+    Recorded(StepRow),
+    /// Not recorded yet: run it and record it through this.
+    Run(Operation),
+}
+
+/// One durable operation of one workflow execution, between its start and its record.
+pub(crate) struct Operation {
+    rt: Runtime,
+    ctx: Arc<WfCtx>,
+    n: i32,
+    /// The position of the operation's recorded deadline (`recv`, `get_event`), if it has one.
+    deadline_at: Option<i32>,
+    name: &'static str,
+    started_ms: i64,
+}
+
+/// Where the caller stands, for operation `name`; in a workflow body this takes the next position.
+pub(crate) fn begin(name: &'static str) -> Result<Site> {
+    begin_with(name, false)
+}
+
+/// Like [`begin`], for an operation that may wait until a recorded deadline: it takes two
+/// positions, its own and the next for the deadline's `DBOS.sleep` (SYSDB.md rules 14 and 16).
+pub(crate) fn begin_with_deadline(name: &'static str) -> Result<Site> {
+    begin_with(name, true)
+}
+
+fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
+    match context::position()? {
+        Position::Outside(rt) => Ok(Site::Outside(rt)),
+        Position::InStep(rt, ctx) => Ok(Site::InStep(rt, ctx)),
+        Position::Workflow(rt, ctx) => {
+            if rt.is_stopping() {
+                return Err(Error::ShuttingDown);
+            }
+            let n = ctx.next_id();
+            let deadline_at = deadline.then(|| ctx.next_id());
+            if let Some(row) = ctx.recorded(n, name)? {
+                return Ok(Site::Workflow(Begun::Recorded(row)));
+            }
+            Ok(Site::Workflow(Begun::Run(Operation {
+                rt,
+                ctx,
+                n,
+                deadline_at,
+                name,
+                started_ms: now_ms(),
+            })))
+        }
+    }
+}
+
+impl Operation {
+    pub(crate) fn rt(&self) -> &Runtime {
+        &self.rt
+    }
+
+    pub(crate) fn ctx(&self) -> &Arc<WfCtx> {
+        &self.ctx
+    }
+
+    /// The operation's recorded name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// This operation's position (its function ID).
+    pub(crate) fn position(&self) -> i32 {
+        self.n
+    }
+
+    /// The workflow this operation belongs to.
+    pub(crate) fn workflow_id(&self) -> &str {
+        &self.ctx.id
+    }
+
+    /// The record of this operation, to write with its effect (`send`, `set_event`, a
+    /// consumed message, a transaction's checkpoint) or alone.
+    pub(crate) fn write<'a>(
+        &'a self,
+        output: Option<&'a str>,
+        error: Option<&'a str>,
+        serialization: Option<&'a str>,
+    ) -> StepWrite<'a> {
+        StepWrite {
+            workflow_id: &self.ctx.id,
+            function_id: self.n,
+            function_name: self.name,
+            output,
+            error,
+            child_workflow_id: None,
+            serialization,
+            started_at_ms: self.started_ms,
+            completed_at_ms: now_ms(),
+        }
+    }
+
+    /// Passes on the result of a write of this operation's record; a position another
+    /// execution recorded first marks this execution handed off.
+    pub(crate) fn settle<T>(&self, written: Result<T>) -> Result<T> {
+        if let Err(Error::ConcurrentExecution { workflow_id, .. }) = &written {
+            if *workflow_id == self.ctx.id {
+                self.ctx.hand_off();
+            }
+        }
+        written
+    }
+
+    /// Records this operation alone: `output` or `error` (JSON), and the child it started.
+    pub(crate) async fn record(
+        &self,
+        output: Option<&str>,
+        error: Option<&str>,
+        child_workflow_id: Option<&str>,
+        serialization: Option<&str>,
+    ) -> Result<()> {
+        let mut row = self.write(output, error, serialization);
+        row.child_workflow_id = child_workflow_id;
+        self.settle(self.rt.db().record_step(&row).await)
+    }
+
+    /// Records a finished body's outcome as portable JSON: its value, or its error.
+    pub(crate) async fn record_outcome<T, E>(
+        &self,
+        result: &std::result::Result<T, E>,
+    ) -> Result<()>
+    where
+        T: serde::Serialize,
+        E: crate::error::WorkflowError,
+    {
+        let (output, error) = match result {
+            Ok(v) => (
+                Some(serialization::to_json(v, "an operation's output")?),
+                None,
+            ),
+            Err(e) => (
+                None,
+                Some(serialization::to_json(
+                    &e.to_portable(),
+                    "an operation's error",
+                )?),
+            ),
+        };
+        self.record(
+            output.as_deref(),
+            error.as_deref(),
+            None,
+            Some(PORTABLE_JSON),
+        )
+        .await
+    }
+
+    /// Runs `fut` as this operation's body: nested operations inside it are plain calls.
+    pub(crate) async fn run_body<F: std::future::Future>(&self, fut: F) -> F::Output {
+        context::in_step(&self.rt, &self.ctx, fut).await
+    }
+
+    /// The deadline `d` from now, recorded at this operation's deadline position as a
+    /// `DBOS.sleep` (written only when called, so an operation that need not wait costs no
+    /// commit); a resumed workflow gets the recorded deadline and waits only for what remains.
+    pub(crate) async fn deadline(&self, d: Duration) -> Result<Instant> {
+        let Some(m) = self.deadline_at else {
+            return Err(Error::BadInputs(format!(
+                "operation `{}` has no deadline position",
+                self.name
+            )));
+        };
+        if let Some(row) = self.ctx.recorded(m, SLEEP)? {
+            return Ok(instant_at(recorded_wake_ms(&row)?));
+        }
+        let sleep = Operation {
+            rt: self.rt.clone(),
+            ctx: self.ctx.clone(),
+            n: m,
+            deadline_at: None,
+            name: SLEEP,
+            started_ms: now_ms(),
+        };
+        sleep.record_wake(d, Stamp::AtWrite).await
+    }
+
+    /// For a `DBOS.sleep` operation: records the wake-up `now + d` and returns it on the tokio
+    /// clock (SYSDB.md rule 18); `stamp` says which time `completed_at_epoch_ms` carries.
+    pub(crate) async fn record_wake(&self, d: Duration, stamp: Stamp) -> Result<Instant> {
+        let start = Instant::now();
+        let now = now_ms();
+        let wake_ms = now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
+        let output = serde_json::Number::from_f64(wake_ms as f64 / 1000.0)
+            .map(|n| n.to_string())
+            .ok_or_else(|| Error::BadInputs("sleep duration out of range".into()))?;
+        let mut row = self.write(Some(&output), None, Some(PORTABLE_JSON));
+        row.started_at_ms = now;
+        row.completed_at_ms = match stamp {
+            Stamp::AtWake => wake_ms,
+            Stamp::AtWrite => now,
+        };
+        self.settle(self.rt.db().record_step(&row).await)?;
+        Ok(after(start, d))
+    }
+}
+
+/// Which time a new `DBOS.sleep` row carries in `completed_at_epoch_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stamp {
+    /// The wake-up time: a `DBOS::sleep`.
+    AtWake,
+    /// The time of the write: the timeout of a `recv` or `get_event`.
+    AtWrite,
+}
+
+/// `start + d`, or "never" when that does not fit the clock.
+pub(crate) fn after(start: Instant, d: Duration) -> Instant {
+    start.checked_add(d.min(FOREVER)).unwrap_or(start)
+}
+
+/// The wake-up a `DBOS.sleep` row holds: epoch seconds as a JSON number.
+pub(crate) fn recorded_wake_ms(row: &StepRow) -> Result<i64> {
+    let secs: f64 = serialization::from_json(
+        row.output.as_deref().unwrap_or("0"),
+        row.serialization.as_deref(),
+        "a recorded sleep",
+    )?;
+    Ok((secs * 1000.0).round() as i64)
+}
+
+/// The tokio instant of the epoch time `wake_ms` (now, when it has passed).
+pub(crate) fn instant_at(wake_ms: i64) -> Instant {
+    let left = Duration::from_millis(u64::try_from(wake_ms.saturating_sub(now_ms())).unwrap_or(0));
+    after(Instant::now(), left)
+}

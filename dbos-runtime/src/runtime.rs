@@ -1,0 +1,297 @@
+//! The runtime handle: the system database, the registry, the notifier, the tasks running on
+//! its behalf, and shutdown. Opening it does nothing in the background; launching it
+//! (recovery, dispatch, schedules) and the user-facing API are in `dbos.rs`.
+
+use crate::config::DbosConfig;
+use crate::error::{Error, Result};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::notify::Notifier;
+use crate::registry::Registry;
+use crate::sysdb::SysDb;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::{AbortHandle, JoinHandle};
+
+/// Whether a runtime runs workflows or only reads and writes the system database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// [`Runtime::launch`]: recovers, dispatches, runs schedules, runs workflows it starts.
+    Launched,
+    /// [`Runtime::connect`]: a client; workflows it starts are enqueued for a launched runtime.
+    Connected,
+}
+
+pub(crate) struct Inner {
+    cfg: DbosConfig,
+    mode: Mode,
+    db: SysDb,
+    notifier: Notifier,
+    registry: Registry,
+    dispatch_wake: Notify,
+    /// Workflow executions running in this process.
+    running: Mutex<HashMap<String, AbortHandle>>,
+    /// Notified when `running` becomes empty.
+    idle: Notify,
+    /// Background loops that write: dispatcher, schedules. They stop on their own at shutdown.
+    background: Mutex<Vec<JoinHandle<()>>>,
+    /// The change feed (LISTEN, or the SQLite watcher): it only reads, and is aborted at shutdown.
+    listener: Mutex<Option<JoinHandle<()>>>,
+    /// Set once `shutdown` begins.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Set once `shutdown` has finished.
+    stopped: tokio::sync::watch::Sender<bool>,
+    /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
+    /// (an actix-web worker thread, say).
+    tokio: tokio::runtime::Handle,
+}
+
+/// A handle to the system database and what runs on it: the whole API of the library.
+///
+/// [`Runtime::launch`] makes a runtime that recovers, dispatches and runs workflows;
+/// [`Runtime::connect`] a client that only reads and writes the system database (it starts
+/// workflows by enqueueing them for a launched runtime). Most programs use the static
+/// [`DBOS`](crate::DBOS) API, sugar over the current runtime (the global one that
+/// [`DBOS::launch`](crate::DBOS::launch) made, or one entered with [`Runtime::scope`]).
+#[derive(Clone)]
+pub struct Runtime(Arc<Inner>);
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("app", &self.0.cfg.name)
+            .finish()
+    }
+}
+
+/// How long shutdown waits for the runtime's own loops, and then for database connections in
+/// use, before it cuts them off (each is normally a matter of milliseconds).
+const INTERNAL_DRAIN: Duration = Duration::from_secs(5);
+
+impl Runtime {
+    /// Validates the configuration, collects the registry and opens (and migrates) the
+    /// system database; starts nothing.
+    pub(crate) async fn open(cfg: DbosConfig, mode: Mode) -> Result<Runtime> {
+        cfg.validate()?;
+        let registry = Registry::collect()?;
+        let db = SysDb::open(&cfg).await?;
+        Ok(Runtime(Arc::new(Inner {
+            cfg,
+            mode,
+            db,
+            notifier: Notifier::default(),
+            registry,
+            dispatch_wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            idle: Notify::new(),
+            background: Mutex::new(Vec::new()),
+            listener: Mutex::new(None),
+            stopping: tokio::sync::watch::Sender::new(false),
+            stopped: tokio::sync::watch::Sender::new(false),
+            tokio: tokio::runtime::Handle::current(),
+        })))
+    }
+
+    /// Starts the database's change feed, which wakes local waiters for writes made elsewhere.
+    pub(crate) async fn listen(&self) -> Result<()> {
+        let weak = Arc::downgrade(&self.0);
+        let listener = self
+            .db()
+            .listen(self.notifier().waiting(), move |change| {
+                if let Some(inner) = weak.upgrade() {
+                    inner.notifier.on_change(change);
+                }
+            })
+            .await?;
+        *lock(&self.0.listener) = listener;
+        Ok(())
+    }
+
+    /// Whether this runtime runs workflows (launched) or is a client (connected).
+    pub(crate) fn mode(&self) -> Mode {
+        self.0.mode
+    }
+
+    /// Whether `other` is a handle to this same runtime.
+    pub(crate) fn same(&self, other: &Runtime) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Stops the runtime: when this returns, nothing this runtime started changes the database
+    /// any more, and running workflows (which stay `PENDING`) resume at the next launch.
+    ///
+    /// # Durability
+    /// No operation starts once shutdown has begun: each fails with [`Error::ShuttingDown`],
+    /// and every wait (`recv`, `get_event`, `sleep`, a result) ends with it at once. Operations
+    /// already under way (a checkpoint on its way to the database, a transaction, a scheduled
+    /// tick being enqueued, a dispatcher claim) finish first, and workflow bodies run on to
+    /// their next durable operation, for at most [`DbosConfig::shutdown_timeout`]; workflows
+    /// still running then are cut off with a warning naming them. Calling it again, or from
+    /// several tasks, waits for the same shutdown.
+    pub async fn shutdown(&self) {
+        if self.0.stopping.send_replace(true) {
+            // Another call is shutting down: return when it does.
+            let mut done = self.0.stopped.subscribe();
+            let _ = done.wait_for(|done| *done).await;
+            return;
+        }
+        // Order matters: the database refuses new work before any wait ends with
+        // `ShuttingDown`, so no workflow can record that error as its outcome.
+        self.0.db.begin_close();
+        self.0.notifier.close();
+        self.wake_dispatcher();
+        let listener = lock(&self.0.listener).take();
+        if let Some(listener) = listener {
+            // It only reads, and holds a pool connection that `close` would wait for.
+            listener.abort();
+            let _ = listener.await;
+        }
+        // Our own loops stop at their next wait; what they have under way finishes.
+        let background: Vec<JoinHandle<()>> = lock(&self.0.background).drain(..).collect();
+        let aborts: Vec<AbortHandle> = background.iter().map(JoinHandle::abort_handle).collect();
+        let ours = tokio::time::timeout(INTERNAL_DRAIN, async {
+            for task in background {
+                let _ = task.await;
+            }
+        });
+        if ours.await.is_err() {
+            tracing::warn!("shutdown: a background task did not stop within {INTERNAL_DRAIN:?}; cutting it off");
+            aborts.iter().for_each(AbortHandle::abort);
+        }
+        // Workflow bodies run on to their next durable operation, where they stop.
+        let bound = self.0.cfg.shutdown_timeout;
+        if tokio::time::timeout(bound, self.workflows_stopped())
+            .await
+            .is_err()
+        {
+            let running: Vec<(String, AbortHandle)> = lock(&self.0.running).drain().collect();
+            let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+            tracing::warn!(
+                timeout = ?bound,
+                workflows = ?ids,
+                "shutdown: cutting off workflows still running; they resume at the next launch, and a statement one of them already sent may commit after shutdown returns"
+            );
+            running.iter().for_each(|(_, task)| task.abort());
+        }
+        // Every statement under way has ended on the server when the connections are closed.
+        if tokio::time::timeout(INTERNAL_DRAIN, self.0.db.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: database connections still in use after {INTERNAL_DRAIN:?}");
+        }
+        self.0.stopped.send_replace(true);
+    }
+
+    /// Waits until no workflow execution runs in this process.
+    async fn workflows_stopped(&self) {
+        loop {
+            let idle = self.0.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if lock(&self.0.running).is_empty() {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.0.stopping.borrow()
+    }
+
+    /// Runs `fut` unless shutdown begins first: then [`Error::ShuttingDown`] (for waits that
+    /// must not hold a shutdown up: sleeps, retry backoffs, the dispatcher's nap).
+    pub(crate) async fn unless_stopping<F: std::future::Future>(
+        &self,
+        fut: F,
+    ) -> Result<F::Output> {
+        tokio::select! {
+            out = fut => Ok(out),
+            () = self.stopping() => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Resolves once shutdown has begun.
+    pub(crate) async fn stopping(&self) {
+        let mut stopping = self.0.stopping.subscribe();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
+
+    /// Counters of database work done so far.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        self.0.db.metrics_snapshot()
+    }
+
+    /// The configuration this runtime was launched with.
+    pub fn config(&self) -> &DbosConfig {
+        &self.0.cfg
+    }
+
+    /// How many workflow executions run in this process now.
+    pub fn running_workflows(&self) -> usize {
+        lock(&self.0.running).len()
+    }
+
+    pub(crate) fn db(&self) -> &SysDb {
+        &self.0.db
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0.db.metrics
+    }
+
+    pub(crate) fn notifier(&self) -> &Notifier {
+        &self.0.notifier
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    /// Spawns a task on the runtime's own tokio runtime.
+    pub(crate) fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.tokio.spawn(fut)
+    }
+
+    pub(crate) fn wake_dispatcher(&self) {
+        self.0.dispatch_wake.notify_one();
+    }
+
+    pub(crate) async fn dispatcher_woken(&self) {
+        self.0.dispatch_wake.notified().await
+    }
+
+    pub(crate) fn track_task(&self, id: String, handle: AbortHandle) {
+        let mut running = lock(&self.0.running);
+        if !handle.is_finished() {
+            running.insert(id, handle);
+        }
+    }
+
+    pub(crate) fn task_done(&self, id: &str) {
+        let mut running = lock(&self.0.running);
+        running.remove(id);
+        if running.is_empty() {
+            self.0.idle.notify_waiters();
+        }
+    }
+
+    /// Keeps a background loop that writes: shutdown waits for it to stop.
+    pub(crate) fn keep(&self, handle: JoinHandle<()>) {
+        lock(&self.0.background).push(handle);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

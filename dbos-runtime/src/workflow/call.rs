@@ -1,0 +1,109 @@
+//! A call of a `#[workflow]` function before it starts: its name, encoded arguments and body,
+//! typed ([`WorkflowCall`]) or erased for the registry ([`ErasedCall`]).
+
+use crate::error::{PortableError, Result, WorkflowError};
+use crate::serialization::{self, ArgsEncoder};
+use serde::{de::DeserializeOwned, Serialize};
+use std::any::Any;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a finished body hands back: the stored form, and the typed value for a local waiter.
+pub(crate) struct Finished {
+    pub outcome: std::result::Result<String, PortableError>,
+    pub typed: Option<Box<dyn Any + Send>>,
+}
+
+/// A type-erased workflow call: name, encoded inputs and the body. Not API.
+pub struct ErasedCall {
+    pub(crate) name: &'static str,
+    pub(crate) inputs: Result<String>,
+    pub(crate) body: BoxFuture<'static, Finished>,
+    pub(crate) id: Option<String>,
+}
+
+impl std::fmt::Debug for ErasedCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErasedCall")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// A call of a `#[workflow]` function, not yet started.
+///
+/// `.await` it to run the workflow durably and get its result, or pass it to
+/// [`crate::DBOS::start_workflow`] to run it in the background. Set the workflow ID (an
+/// idempotency key) with [`WorkflowCall::with_id`]; otherwise a fresh UUID is used (or, for a
+/// child started from a workflow, `<parent id>-<position>`).
+///
+/// # Durability
+/// Once started, the workflow finishes even if this process dies: recovery resumes it at the
+/// next launch, replaying recorded steps. Starting an ID that exists never runs it again; the
+/// call returns (or waits for) that workflow's result.
+#[must_use = "a workflow call does nothing until awaited or started"]
+pub struct WorkflowCall<T, E> {
+    erased: ErasedCall,
+    _types: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T, E> std::fmt::Debug for WorkflowCall<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.erased.fmt(f)
+    }
+}
+
+impl<T, E> WorkflowCall<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: WorkflowError,
+{
+    pub(crate) fn new<F>(name: &'static str, args: ArgsEncoder, body: F) -> Self
+    where
+        F: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        let body = async move {
+            let result = body.await;
+            let outcome = match &result {
+                Ok(v) => {
+                    serialization::to_json(v, "the workflow's output").map_err(|e| e.to_portable())
+                }
+                Err(e) => Err(e.to_portable()),
+            };
+            Finished {
+                outcome,
+                typed: Some(Box::new(result)),
+            }
+        };
+        WorkflowCall {
+            erased: ErasedCall {
+                name,
+                inputs: args.finish(),
+                body: Box::pin(body),
+                id: None,
+            },
+            _types: PhantomData,
+        }
+    }
+
+    /// Runs the workflow under this ID: an idempotency key. Starting an ID that exists joins
+    /// that workflow instead of running a second one.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.erased.id = Some(id.into());
+        self
+    }
+
+    /// The registered name of the workflow function.
+    pub fn name(&self) -> &'static str {
+        self.erased.name
+    }
+
+    pub(crate) fn erase(self) -> ErasedCall {
+        self.erased
+    }
+}

@@ -1,0 +1,270 @@
+//! Running a workflow: start it (record its row, or find it), run its body in a task under a
+//! workflow context, record its outcome. The call is in `call.rs`, the handle in `handle.rs`.
+
+mod call;
+mod handle;
+
+pub(crate) use call::Finished;
+pub use call::{BoxFuture, ErasedCall, WorkflowCall};
+pub(crate) use handle::replay_step;
+pub use handle::{WorkflowHandle, WorkflowStatus};
+
+use crate::context::{self, Current, WfCtx};
+use crate::error::{Error, Result, WorkflowError};
+use crate::notify::done_key;
+use crate::operation::{self, Begun, Site};
+use crate::queue::INTERNAL_QUEUE;
+use crate::runtime::{Mode, Runtime};
+use crate::serialization;
+use crate::sysdb::{NewWorkflow, Outcome, StepRow};
+use futures_util::FutureExt;
+use serde::{de::DeserializeOwned, Serialize};
+use std::any::Any;
+use std::future::IntoFuture;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+impl<T, E> IntoFuture for WorkflowCall<T, E>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: WorkflowError,
+{
+    type Output = std::result::Result<T, E>;
+    type IntoFuture = BoxFuture<'static, std::result::Result<T, E>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let handle = start::<T, E>(self).await.map_err(E::from)?;
+            handle.get_result().await
+        })
+    }
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    if id.trim().is_empty() {
+        return Err(Error::InvalidWorkflowId {
+            id: id.to_owned(),
+            why: "it is empty or whitespace",
+        });
+    }
+    Ok(())
+}
+
+/// Starts a workflow call: records it (or finds it) and runs it in the background when this
+/// call owns it. From a workflow body the call is a child, recorded in the parent.
+pub(crate) async fn start<T, E>(call: WorkflowCall<T, E>) -> Result<WorkflowHandle<T, E>>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: WorkflowError,
+{
+    let (rt, id, local) = start_erased(call.erase(), None).await?;
+    Ok(WorkflowHandle::new(id, rt, local))
+}
+
+/// The untyped start: returns the runtime, the workflow ID and, when this call runs the body
+/// here, the receiver of its outcome.
+pub(crate) async fn start_erased(
+    call: ErasedCall,
+    queue: Option<&str>,
+) -> Result<(Runtime, String, Option<oneshot::Receiver<Finished>>)> {
+    match operation::begin(call.name)? {
+        Site::InStep(..) => Err(Error::InStep("starting a workflow")),
+        Site::Outside(rt) => {
+            let id = match call.id.clone() {
+                Some(id) => id,
+                None => uuid::Uuid::new_v4().to_string(),
+            };
+            validate_id(&id)?;
+            // A client runs nothing: what it starts waits on the queue for a launched runtime.
+            let queue = queue.or((rt.mode() == Mode::Connected).then_some(INTERNAL_QUEUE));
+            let local = insert_and_run(&rt, call, &id, None, queue).await?;
+            Ok((rt, id, local))
+        }
+        Site::Workflow(Begun::Recorded(row)) => {
+            if let Some(err) = &row.error {
+                let p = serialization::error_from_json(err, row.serialization.as_deref())?;
+                return Err(Error::Recorded(p));
+            }
+            let rt = context::runtime()?;
+            match row.child_workflow_id {
+                Some(child) => Ok((rt, child, None)),
+                None => Err(Error::BadInputs(format!(
+                    "operation {} of workflow `{}` was recorded as `{}` without a child workflow",
+                    row.function_id, call.name, row.function_name
+                ))),
+            }
+        }
+        Site::Workflow(Begun::Run(op)) => {
+            let parent = op.workflow_id();
+            let id = call
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{parent}-{}", op.position()));
+            validate_id(&id)?;
+            let rt = op.rt().clone();
+            let local = insert_and_run(&rt, call, &id, Some(parent), queue).await?;
+            match op.record(None, None, Some(&id), None).await {
+                Ok(()) => Ok((rt, id, local)),
+                Err(Error::ConcurrentExecution { .. }) => {
+                    // Recorded already: the same child is fine, another is non-determinism.
+                    let rows = rt.db().load_steps(parent).await?;
+                    let n = op.position();
+                    match rows.into_iter().find(|r| r.function_id == n) {
+                        Some(r) if r.child_workflow_id.as_deref() == Some(id.as_str()) => {
+                            Ok((rt, id, local))
+                        }
+                        Some(r) => Err(Error::NonDeterministic {
+                            workflow_id: parent.to_owned(),
+                            function_id: n,
+                            recorded: r.child_workflow_id.unwrap_or(r.function_name),
+                            current: id,
+                        }),
+                        None => Err(Error::ConcurrentExecution {
+                            workflow_id: parent.to_owned(),
+                            function_id: n,
+                        }),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+async fn insert_and_run(
+    rt: &Runtime,
+    call: ErasedCall,
+    id: &str,
+    parent: Option<&str>,
+    queue: Option<&str>,
+) -> Result<Option<oneshot::Receiver<Finished>>> {
+    let inputs = call.inputs?;
+    let owner = uuid::Uuid::new_v4().to_string();
+    let row = rt
+        .db()
+        .insert_workflow(&NewWorkflow {
+            id,
+            name: call.name,
+            inputs: &inputs,
+            owner_xid: &owner,
+            parent_id: parent,
+            queue,
+        })
+        .await?;
+    if row.owner_xid.as_deref() == Some(owner.as_str()) {
+        if queue.is_some() {
+            rt.wake_dispatcher();
+            return Ok(None);
+        }
+        return Ok(Some(spawn_execution(
+            rt,
+            id.to_owned(),
+            call.body,
+            Vec::new(),
+            false,
+        )));
+    }
+    let existing = row.name.as_deref().unwrap_or("");
+    if existing != call.name {
+        return Err(Error::WorkflowConflict {
+            id: id.to_owned(),
+            existing: existing.to_owned(),
+            requested: call.name.to_owned(),
+        });
+    }
+    Ok(None)
+}
+
+/// Runs a workflow body in its own task under a fresh context; records the outcome.
+pub(crate) fn spawn_execution(
+    rt: &Runtime,
+    id: String,
+    body: BoxFuture<'static, Finished>,
+    recorded: Vec<StepRow>,
+    resumed: bool,
+) -> oneshot::Receiver<Finished> {
+    let (tx, rx) = oneshot::channel();
+    let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed));
+    let current = Current {
+        rt: rt.clone(),
+        wf: Some(ctx.clone()),
+        in_step: false,
+    };
+    let rt2 = rt.clone();
+    let task_id = id.clone();
+    let task = rt.spawn(async move {
+        let rt = rt2;
+        let run = context::scope(current, AssertUnwindSafe(body).catch_unwind()).await;
+        let finished = match run {
+            Ok(f) => f,
+            Err(panic) => {
+                let msg = panic_message(&panic);
+                tracing::error!(workflow_id = %id, "workflow panicked: {msg}");
+                Finished {
+                    outcome: Err(Error::Panic(msg).to_portable()),
+                    typed: None,
+                }
+            }
+        };
+        // Another execution recorded one of our operations first: it owns the outcome.
+        if !ctx.handed_off() {
+            let outcome = match &finished.outcome {
+                Ok(o) => Ok(Outcome::Success(o.clone())),
+                Err(p) => serialization::to_json(p, "an error").map(Outcome::Error),
+            };
+            let recorded = match outcome {
+                Ok(outcome) => record_outcome(&rt, &id, &outcome).await,
+                Err(e) => {
+                    tracing::error!(workflow_id = %id, "cannot record outcome: {e}");
+                    false
+                }
+            };
+            // A local waiter gets the in-memory result only when it is what the row says;
+            // otherwise (cancelled, handed on, not recorded) it reads the row (SYSDB rule 6).
+            if recorded {
+                let _ = tx.send(finished);
+            }
+        }
+        rt.notifier().notify(&done_key(&id));
+        rt.task_done(&id);
+    });
+    rt.track_task(task_id, task.abort_handle());
+    rx
+}
+
+/// Writes the terminal status; `true` when this execution's outcome is what the row now holds.
+async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) -> bool {
+    let mut delay = Duration::from_millis(10);
+    for attempt in 0..8 {
+        match rt.db().complete_workflow(id, outcome).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                tracing::warn!(workflow_id = %id, "workflow was no longer PENDING when it finished; outcome not recorded");
+                return false;
+            }
+            Err(Error::ShuttingDown) => {
+                tracing::info!(workflow_id = %id, "shutting down: the workflow stays PENDING and resumes at the next launch");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(workflow_id = %id, attempt, "recording the outcome failed: {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    tracing::error!(workflow_id = %id, "outcome not recorded; the workflow will be recovered at the next launch");
+    false
+}
+
+pub(crate) fn panic_message(panic: &Box<dyn Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
