@@ -1,15 +1,14 @@
 //! The attribute grammar: `#[workflow(name = "…")]`, `#[step(max_attempts = 3, …)]`,
 //! `#[transaction(isolation = "…", read_only)]` and `#[scheduled("…")]`.
 //!
-//! This module only recognises keys and their raw values; `model.rs` checks what they mean.
+//! This module only recognises keys and their raw values; `model` checks what they mean. It
+//! knows no attribute kinds: callers pass the attribute's name and the keys it accepts.
 
 use proc_macro2::{Span, TokenStream};
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{Expr, LitStr, Token};
-
-use crate::model::Kind;
 
 mod kw {
     syn::custom_keyword!(name);
@@ -79,11 +78,12 @@ pub(crate) struct Args {
 }
 
 impl Args {
-    pub(crate) fn parse(kind: Kind, tokens: TokenStream) -> syn::Result<Args> {
+    /// Parses the options of the attribute `attr` (`"#[step]"`…), which accepts `keys`.
+    pub(crate) fn parse(attr: &str, keys: &[&str], tokens: TokenStream) -> syn::Result<Args> {
         let parser = |input: ParseStream| -> syn::Result<Args> {
             let mut list = Vec::new();
             while !input.is_empty() {
-                list.push(parse_arg(kind, input)?);
+                list.push(parse_arg(attr, keys, input)?);
                 if input.is_empty() {
                     break;
                 }
@@ -95,7 +95,7 @@ impl Args {
     }
 }
 
-fn parse_arg(kind: Kind, input: ParseStream) -> syn::Result<Arg> {
+fn parse_arg(attr: &str, keys: &[&str], input: ParseStream) -> syn::Result<Arg> {
     let arg = if input.peek(kw::name) {
         Arg::Name {
             key: input.parse()?,
@@ -132,16 +132,21 @@ fn parse_arg(kind: Kind, input: ParseStream) -> syn::Result<Arg> {
         Arg::ReadOnly { key, value }
     } else if input.peek(syn::Ident::peek_any) {
         let key = input.call(syn::Ident::parse_any)?;
-        return Err(unknown_key(kind, key.span(), &key.unraw().to_string()));
+        return Err(unknown_key(
+            attr,
+            keys,
+            key.span(),
+            &key.unraw().to_string(),
+        ));
     } else {
         return Err(input.error(format_args!(
             "expected an option of {}: {}",
-            kind.attr(),
-            kind.keys_hint()
+            attr,
+            keys_hint(keys)
         )));
     };
-    if !kind.keys().contains(&arg.key_name()) {
-        return Err(unknown_key(kind, arg.key_span(), arg.key_name()));
+    if !keys.contains(&arg.key_name()) {
+        return Err(unknown_key(attr, keys, arg.key_span(), arg.key_name()));
     }
     Ok(arg)
 }
@@ -154,15 +159,24 @@ fn value(input: ParseStream, key: &str) -> syn::Result<Expr> {
     input.parse()
 }
 
-fn unknown_key(kind: Kind, span: Span, key: &str) -> syn::Error {
+fn unknown_key(attr: &str, keys: &[&str], span: Span, key: &str) -> syn::Error {
     syn::Error::new(
         span,
         format_args!(
             "unknown option `{key}` for {}; valid options: {}",
-            kind.attr(),
-            kind.keys_hint()
+            attr,
+            keys_hint(keys)
         ),
     )
+}
+
+/// The accepted keys as a list for messages: "`name`, `max_attempts`".
+fn keys_hint(keys: &[&str]) -> String {
+    let keys: Vec<String> = keys.iter().map(|key| format!("`{key}`")).collect();
+    match keys.as_slice() {
+        [] => "a cron string".to_owned(),
+        keys => keys.join(", "),
+    }
 }
 
 /// Parses the arguments of `#[scheduled("sec min hour dom month dow")]`: one string literal.

@@ -2,9 +2,10 @@
 //! `#[scheduled]`. Use them through `dbos_runtime` (`use dbos_runtime::prelude::*;`); the code they
 //! generate calls `dbos_runtime::__private` and nothing else, so users depend on one crate.
 //!
-//! Each attribute is parsed and validated into a typed model (`args.rs`, `model.rs`), then
-//! emitted (`expand.rs`). A misuse is a compile error on the user's tokens that says what is
-//! wrong, why durable execution needs it, and how to fix it.
+//! Each attribute is parsed (`args.rs`), validated into a typed model (`model/`), then emitted
+//! (`expand.rs`); each of these modules uses only the ones before it. A misuse is a compile
+//! error on the user's tokens that says what is wrong, why durable execution needs it, and how
+//! to fix it.
 
 use proc_macro::TokenStream;
 

@@ -9,7 +9,7 @@ use proc_macro2::{Delimiter, Spacing, TokenStream, TokenTree};
 use quote::quote;
 
 use crate::expand::durable;
-use crate::model::{parse_duration, Isolation, Kind, Model, StepOptions, TxOptions};
+use crate::model::{Isolation, Kind, Model, StepOptions, TxOptions};
 
 fn pretty(tokens: &TokenStream) -> String {
     let file: syn::File = syn::parse2(tokens.clone())
@@ -347,24 +347,6 @@ fn step_options_are_read() {
         }
     );
     assert_eq!(model.name.unwrap().value(), "s");
-}
-
-#[test]
-fn durations_are_a_positive_number_and_a_unit() {
-    for (text, secs) in [
-        ("1s", 1.0),
-        ("500ms", 0.5),
-        ("1.5m", 90.0),
-        ("2h", 7200.0),
-        ("0.25s", 0.25),
-    ] {
-        assert_eq!(parse_duration(text), Some(secs), "{text}");
-    }
-    for text in [
-        "0s", "0.0ms", "1", "s", "1.s", ".5s", "1.2.3s", "1d", "-1s", "1 s", "", "1e3s", "infs",
-    ] {
-        assert_eq!(parse_duration(text), None, "{text}");
-    }
 }
 
 #[test]
