@@ -1,0 +1,122 @@
+//! `SysDb`'s message operations: `send` and `recv` on the `notifications` table.
+
+use super::backend::{in_write_tx, on_reader};
+use super::rows::{bind_step, check_step_written};
+use super::{is_fk_violation, now_ms, Backend, StepWrite, SysDb};
+use crate::error::{Error, Result};
+use crate::serialization::PORTABLE_JSON;
+use sqlx::Row;
+
+/// The topic DBOS stores for `send` without a topic.
+pub(crate) const NULL_TOPIC: &str = "__null__topic__";
+
+impl SysDb {
+    /// A creation time for a message: the clock, but strictly increasing within this process so
+    /// that messages from one sender keep their order.
+    fn message_time(&self) -> i64 {
+        let now = now_ms();
+        let mut last = match self.last_message_ms.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *last = (*last + 1).max(now);
+        *last
+    }
+
+    /// Inserts a message, with the sender's marker row when sent from a workflow, in one transaction.
+    pub(crate) async fn send(
+        &self,
+        message_uuid: &str,
+        destination: &str,
+        topic: &str,
+        message: &str,
+        marker: Option<&StepWrite<'_>>,
+    ) -> Result<()> {
+        let created = self.message_time();
+        let map = |e: sqlx::Error| {
+            if is_fk_violation(&e) {
+                Error::NonExistentWorkflow(destination.to_owned())
+            } else {
+                Error::db("sending a message")(e)
+            }
+        };
+        self.metrics.add_commit();
+        in_write_tx!(&self.sys, "sending a message", |t| {
+            let inserted = sqlx::query(&self.q.send)
+                .bind(message_uuid)
+                .bind(destination)
+                .bind(topic)
+                .bind(message)
+                .bind(created)
+                .execute(&mut *t)
+                .await
+                .map_err(map);
+            match (inserted, marker) {
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Ok(()),
+                (Ok(_), Some(s)) => {
+                    let row = bind_step(&self.q.record_step, s, &self.app_name)
+                        .fetch_one(&mut *t)
+                        .await
+                        .map_err(Error::db("recording a send"))?;
+                    check_step_written(s, row.try_get(0).map_err(Error::db("recording a send"))?)
+                }
+            }
+        })
+    }
+
+    /// Whether an unconsumed message waits on `topic` for `workflow`.
+    pub(crate) async fn has_message(&self, workflow: &str, topic: &str) -> Result<bool> {
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.has_message)
+                .bind(workflow)
+                .bind(topic)
+                .fetch_optional(&mut *p)
+                .await
+                .map_err(Error::db("checking for messages"))?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or
+    /// with JSON `null`) in one transaction: a message is delivered exactly once.
+    pub(crate) async fn consume_message(
+        &self,
+        step: &StepWrite<'_>,
+        topic: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        self.metrics.add_commit();
+        in_write_tx!(&self.sys, "receiving a message", |t| {
+            let msg = sqlx::query(&self.q.consume)
+                .bind(step.workflow_id)
+                .bind(topic)
+                .fetch_optional(&mut *t)
+                .await
+                .map_err(Error::db("receiving a message"))?;
+            let msg: Option<(String, Option<String>)> = match msg {
+                Some(r) => Some((
+                    r.try_get(0).map_err(Error::db("receiving a message"))?,
+                    r.try_get(1).map_err(Error::db("receiving a message"))?,
+                )),
+                None => None,
+            };
+            let mut s = step.clone();
+            match &msg {
+                Some((text, tag)) => {
+                    s.output = Some(text);
+                    s.serialization = Some(tag.as_deref().unwrap_or(PORTABLE_JSON));
+                }
+                None => {
+                    s.output = Some("null");
+                    s.serialization = Some(PORTABLE_JSON);
+                }
+            }
+            let row = bind_step(&self.q.record_step, &s, &self.app_name)
+                .fetch_one(&mut *t)
+                .await
+                .map_err(Error::db("recording a recv"))?;
+            check_step_written(&s, row.try_get(0).map_err(Error::db("recording a recv"))?)
+                .map(|()| msg)
+        })
+    }
+}

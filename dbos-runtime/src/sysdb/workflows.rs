@@ -1,0 +1,230 @@
+//! `SysDb`'s workflow operations: status rows (start, complete, read), recorded steps,
+//! recovery of pending workflows, claims from a queue, dead-lettering and application versions.
+
+use super::backend::{on_reader, on_writer};
+use super::rows::{bind_step, check_step_written, claimed_row, step_row, workflow_row};
+use super::{
+    now_ms, Backend, Claimed, NewWorkflow, Outcome, StepRow, StepWrite, SysDb, WorkflowRow,
+};
+use crate::error::{Error, Result};
+use sqlx::Row;
+
+impl SysDb {
+    /// Inserts the workflow's status row, or finds the existing one (one upsert).
+    pub(crate) async fn insert_workflow(&self, w: &NewWorkflow<'_>) -> Result<WorkflowRow> {
+        let now = now_ms();
+        let (status, queue, attempts, started) = match w.queue {
+            Some(queue) => ("ENQUEUED", Some(queue), 0_i64, None),
+            None => ("PENDING", None, 1_i64, Some(now)),
+        };
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.insert_workflow)
+                .bind(w.id)
+                .bind(status)
+                .bind(w.name)
+                .bind(w.inputs)
+                .bind(&self.executor_id)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(w.owner_xid)
+                .bind(w.parent_id)
+                .bind(queue)
+                .bind(attempts)
+                .bind(now)
+                .bind(started)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("starting a workflow"))?;
+            let row = row
+                .first()
+                .ok_or_else(|| Error::db("starting a workflow")(sqlx::Error::RowNotFound))?;
+            workflow_row(row)
+        })
+    }
+
+    /// Writes a terminal status; `false` when the row was no longer PENDING (cancelled,
+    /// dead-lettered or handed on).
+    pub(crate) async fn complete_workflow(&self, id: &str, outcome: &Outcome) -> Result<bool> {
+        let (status, output, error) = match outcome {
+            Outcome::Success(o) => ("SUCCESS", Some(o.as_str()), None),
+            Outcome::Error(e) => ("ERROR", None, Some(e.as_str())),
+        };
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            let done = sqlx::query(&self.q.complete_workflow)
+                .bind(id)
+                .bind(status)
+                .bind(output)
+                .bind(error)
+                .bind(now_ms())
+                .execute(&mut *p)
+                .await
+                .map_err(Error::db("recording a workflow's outcome"))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Reads a workflow's status row.
+    pub(crate) async fn get_workflow(&self, id: &str) -> Result<Option<WorkflowRow>> {
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.get_workflow)
+                .bind(id)
+                .fetch_optional(&mut *p)
+                .await
+                .map_err(Error::db("reading a workflow's status"))?;
+            row.as_ref().map(workflow_row).transpose()
+        })
+    }
+
+    /// The greatest workflow ID (in byte order) that starts with `prefix` and is `len`
+    /// characters long: a schedule's last recorded tick (the scheduler's catch-up). One scan
+    /// of `workflow_status`, run once per schedule at launch.
+    pub(crate) async fn last_id_with_prefix(
+        &self,
+        prefix: &str,
+        len: usize,
+    ) -> Result<Option<String>> {
+        let p = self.sys.prefix(&self.schema);
+        // Byte order on Postgres whatever the database's collation; SQLite compares bytes.
+        let collate = if self.sys.is_postgres() {
+            " COLLATE \"C\""
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT MAX(workflow_uuid{collate}) FROM {p}workflow_status \
+             WHERE substr(workflow_uuid, 1, $1) = $2 AND length(workflow_uuid) = $3"
+        );
+        let to_i32 = |n: usize| {
+            i32::try_from(n).map_err(|_| Error::Config("a schedule name is too long".into()))
+        };
+        let (prefix_len, len) = (to_i32(prefix.chars().count())?, to_i32(len)?);
+        on_reader!(&self.sys, |p| {
+            sqlx::query_scalar::<_, Option<String>>(&sql)
+                .bind(prefix_len)
+                .bind(prefix)
+                .bind(len)
+                .fetch_one(&mut *p)
+                .await
+                .map_err(Error::db("reading a schedule's last tick"))
+        })
+    }
+
+    /// Reads every recorded operation of a workflow (once, when it is resumed).
+    pub(crate) async fn load_steps(&self, id: &str) -> Result<Vec<StepRow>> {
+        on_reader!(&self.sys, |p| {
+            let rows = sqlx::query(&self.q.load_steps)
+                .bind(id)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("reading recorded steps"))?;
+            rows.iter().map(step_row).collect()
+        })
+    }
+
+    /// Records an operation (one statement, one commit). Fails with `ConcurrentExecution`
+    /// when another execution recorded this position first.
+    pub(crate) async fn record_step(&self, s: &StepWrite<'_>) -> Result<()> {
+        self.metrics.add_commit();
+        let row = on_writer!(&self.sys, |p| {
+            bind_step(&self.q.record_step, s, &self.app_name)
+                .fetch_all(&mut *p)
+                .await
+                .and_then(|rows| {
+                    rows.first()
+                        .ok_or(sqlx::Error::RowNotFound)?
+                        .try_get::<Option<i64>, _>(0)
+                })
+                .map_err(Error::db("recording a step"))
+        })?;
+        check_step_written(s, row)
+    }
+
+    /// Moves this executor's PENDING workflows of this version back to their queue, or to
+    /// `queue` for those started without one.
+    pub(crate) async fn recover_pending(&self, queue: &str) -> Result<u64> {
+        on_writer!(&self.sys, |p| {
+            let done = sqlx::query(&self.q.recover_pending)
+                .bind(&self.executor_id)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(now_ms())
+                .bind(queue)
+                .execute(&mut *p)
+                .await
+                .map_err(Error::db("recovering pending workflows"))?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Claims up to `limit` workflows enqueued on `queue` for this executor.
+    ///
+    /// Candidates are read without writing anything (an idle dispatcher costs no commit); each
+    /// is then claimed by an update that re-checks it, so of several processes one wins.
+    pub(crate) async fn claim(&self, queue: &str, limit: i64) -> Result<Vec<Claimed>> {
+        let ids: Vec<String> = on_reader!(&self.sys, |p| {
+            sqlx::query_scalar(&self.q.claim_candidates)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(limit)
+                .bind(queue)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("finding enqueued workflows"))
+        })?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            claimed.extend(self.claim_one(queue, id).await?);
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_one(&self, queue: &str, id: String) -> Result<Option<Claimed>> {
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            let row = sqlx::query(&self.q.claim)
+                .bind(&self.executor_id)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
+                .bind(now_ms())
+                .bind(id)
+                .bind(queue)
+                .fetch_all(&mut *p)
+                .await;
+            match row {
+                Ok(rows) => rows.first().map(claimed_row).transpose(),
+                Err(e) => Err(Error::db("claiming an enqueued workflow")(e)),
+            }
+        })
+    }
+
+    /// Sets a workflow aside after too many recovery attempts.
+    pub(crate) async fn dead_letter(&self, id: &str, attempts: i64) -> Result<bool> {
+        on_writer!(&self.sys, |p| {
+            let done = sqlx::query(&self.q.dead_letter)
+                .bind(id)
+                .bind(now_ms())
+                .bind(attempts)
+                .execute(&mut *p)
+                .await
+                .map_err(Error::db("dead-lettering a workflow"))?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// Records this application version (DBOS tools list versions from here).
+    pub(crate) async fn insert_app_version(&self) -> Result<()> {
+        on_writer!(&self.sys, |p| {
+            sqlx::query(&self.q.insert_version)
+                .bind(uuid::Uuid::new_v4().to_string())
+                .bind(&self.app_version)
+                .bind(now_ms())
+                .bind(&self.app_name)
+                .execute(&mut *p)
+                .await
+                .map_err(Error::db("recording the application version"))?;
+            Ok(())
+        })
+    }
+}
