@@ -1,6 +1,7 @@
 //! A started workflow: its handle, its status, and waiting for its outcome.
 
 use super::call::Finished;
+use crate::context;
 use crate::error::{Error, PortableError, Result, WorkflowError};
 use crate::notify::done_key;
 use crate::operation::{self, Begun, Site};
@@ -76,30 +77,34 @@ where
     /// Waits for the workflow to finish and returns its result (its recorded error, for a
     /// failed one). Called from a workflow body, the result is recorded as an operation.
     pub async fn get_result(&self) -> std::result::Result<T, E> {
-        let op = match operation::begin(GET_RESULT).map_err(E::from)? {
-            Site::Workflow(Begun::Recorded(row)) => return replay_step(&row),
-            Site::Workflow(Begun::Run(op)) => Some(op),
-            Site::InStep(..) | Site::Outside(_) => None,
-        };
-        let (outcome, typed) = self.wait().await.map_err(E::from)?;
-        if let Some(op) = op {
-            let (output, error) = match &outcome {
-                Ok(o) => (Some(o.as_str()), None),
-                Err(e) => (
-                    None,
-                    Some(serialization::to_json(e, "an error").map_err(E::from)?),
-                ),
+        // Under the handle's runtime: recorded when called from a workflow body of it.
+        context::enter(&self.rt, async {
+            let op = match operation::begin(GET_RESULT).map_err(E::from)? {
+                Site::Workflow(Begun::Recorded(row)) => return replay_step(&row),
+                Site::Workflow(Begun::Run(op)) => Some(op),
+                Site::InStep(..) | Site::Outside(_) => None,
             };
-            op.record(
-                output,
-                error.as_deref(),
-                Some(&self.id),
-                Some(PORTABLE_JSON),
-            )
-            .await
-            .map_err(E::from)?;
-        }
-        decode_finished(outcome, typed)
+            let (outcome, typed) = self.wait().await.map_err(E::from)?;
+            if let Some(op) = op {
+                let (output, error) = match &outcome {
+                    Ok(o) => (Some(o.as_str()), None),
+                    Err(e) => (
+                        None,
+                        Some(serialization::to_json(e, "an error").map_err(E::from)?),
+                    ),
+                };
+                op.record(
+                    output,
+                    error.as_deref(),
+                    Some(&self.id),
+                    Some(PORTABLE_JSON),
+                )
+                .await
+                .map_err(E::from)?;
+            }
+            decode_finished(outcome, typed)
+        })
+        .await
     }
 
     async fn wait(

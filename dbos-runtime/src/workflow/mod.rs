@@ -1,7 +1,7 @@
 //! Running a workflow: start it (record its row, or find it), run its body in a task under a
 //! workflow context, record its outcome. The call is in `call.rs`, the handle in `handle.rs`.
 
-mod call;
+pub(crate) mod call;
 mod handle;
 
 pub(crate) use call::Finished;
