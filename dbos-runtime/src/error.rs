@@ -109,7 +109,7 @@ pub enum Error {
     #[error("`{0}` cannot be called inside a step")]
     InStep(&'static str),
     /// A value could not be turned into or read back from its stored JSON.
-    #[error("cannot {doing}: {source}")]
+    #[error("cannot {doing}")]
     Serialization {
         /// What was being (de)serialized.
         doing: String,

@@ -6,7 +6,7 @@
 //! happens twice. The system tables are DBOS's own (schema version 108), so DBOS tools can read
 //! them.
 //!
-//! ```ignore
+//! ```
 //! use dbos_runtime::prelude::*;
 //!
 //! #[step]
@@ -19,10 +19,15 @@
 //!     Ok(receipt)
 //! }
 //!
-//! # async fn run() -> Result<(), Error> {
-//! DBOS::launch(DbosConfig::from_env("shop")).await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Error> {
+//! // An application reads its database from the environment: `DbosConfig::from_env("shop")`.
+//! DBOS::launch(DbosConfig::new("shop").with_database_url("sqlite::memory:")).await?;
 //! let receipt = checkout(7).with_id("order-7").await?;
-//! # Ok(()) }
+//! assert_eq!(receipt, "charged 7");
+//! DBOS::shutdown().await;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Guarantees

@@ -19,7 +19,7 @@
 //! tools see the rows DBOS writes. The cost is one more commit on the way to the body (the claim):
 //! 1-3 ms at p50, about 20 ms at p99 on a loaded machine. The scheduler's own lateness (the
 //! `actual_time` it passes, what the 50 ms goal is about) does not include it; the benchmark
-//! (`tests/src/bin/sched_bench.rs`) reports both.
+//! (`tests/src/bin/bench_schedule.rs`) reports both.
 //!
 //! # Timing
 //! Each tick is the cron's next occurrence after the previous tick, never the previous tick
@@ -74,8 +74,8 @@ pub(crate) fn parse_cron(expr: &str) -> Result<croner::Cron> {
         .map_err(|e| Error::Config(format!("invalid cron expression {expr:?}: {e}")))
 }
 
-/// The workflow ID of tick `t` of the scheduled function `name` (SYSDB rule 21: Python's
-/// `isoformat()`, `+00:00`, no fraction on whole seconds).
+/// The workflow ID of tick `t` of the scheduled function `name`, as every DBOS SDK writes it:
+/// the time as Python's `isoformat()` prints it (`+00:00`, no fraction on whole seconds).
 ///
 /// `name` is the function's registered name; for a scheduled `#[transaction]`, which runs as
 /// the workflow `<temp>.<name>`, the ID still carries `<name>`.

@@ -42,7 +42,7 @@ fn scratch_dir(what: &str) -> PathBuf {
 
 /// The launcher binary, with no DBOS_* variables inherited from the test's environment.
 fn launcher(cwd: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wf_launch"));
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker_launch"));
     cmd.current_dir(cwd)
         .env_remove("DBOS_DATABASE_URL")
         .env_remove("DBOS_SYSTEM_DATABASE_URL")

@@ -10,7 +10,7 @@ const WORKFLOWS: usize = 1000;
 const KILLS: usize = 20;
 
 fn worker(db: &TestDb) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crash_worker"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_crash"));
     cmd.env("DB_URL", &db.url)
         .env("WORKFLOWS", WORKFLOWS.to_string())
         .env("STEP_MAX_MS", "40")

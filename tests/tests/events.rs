@@ -270,7 +270,7 @@ both_backends! {
             })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let status = Command::new(env!("CARGO_BIN_EXE_msg_worker"))
+        let status = Command::new(env!("CARGO_BIN_EXE_worker_messages"))
             .env("DB_URL", &db.url)
             .env("MODE", "set_event")
             .env("SET_ID", "remote-setter")

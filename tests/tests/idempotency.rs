@@ -219,13 +219,13 @@ both_backends! {
         let x = db.inspect().await;
         x.exec("CREATE TABLE racer_runs (workflow_id TEXT NOT NULL, pid BIGINT NOT NULL)").await;
 
-        let dir = std::env::temp_dir().join(format!("wf-racer-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+        let dir = std::env::temp_dir().join(format!("worker-racer-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("signal dir");
         let go = dir.join("go");
         let mut racers = Vec::new();
         for n in 0..2 {
             let ready = dir.join(format!("ready-{n}"));
-            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wf_racer"))
+            let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker_racer"))
                 .env("DB_URL", &db.url)
                 .env("WF_ID", "contested")
                 .env("EXECUTOR", format!("racer-{n}"))

@@ -72,7 +72,7 @@ const MESSAGES: usize = 500;
 const KILLS: usize = 24;
 
 fn worker(db: &TestDb) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msg_worker"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_messages"));
     cmd.env("DB_URL", &db.url)
         .env("MODE", "receive")
         .env("RECEIVERS", RECEIVERS.to_string())
@@ -517,7 +517,7 @@ both_backends! {
         let h = rt.scope(DBOS::start_workflow(wait_for_x().with_id("cross"))).await.expect("start");
         recorded(&x, &db, "cross", 2, "DBOS.sleep").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let status = Command::new(env!("CARGO_BIN_EXE_msg_worker"))
+        let status = Command::new(env!("CARGO_BIN_EXE_worker_messages"))
             .env("DB_URL", &db.url)
             .env("MODE", "send")
             .env("DEST", "cross")
@@ -544,7 +544,7 @@ both_backends! {
         // Measured in a process of its own: the tests of this file share one.
         let out = tokio::time::timeout(
             Duration::from_secs(100),
-            Command::new(env!("CARGO_BIN_EXE_msg_bench"))
+            Command::new(env!("CARGO_BIN_EXE_bench_messages"))
                 .args(["waiters", &db.url, "1000", "3"])
                 .env("RUST_LOG", "warn")
                 .kill_on_drop(true)
@@ -552,9 +552,9 @@ both_backends! {
         )
         .await
         .expect("the waiters run finishes")
-        .expect("run msg_bench waiters");
+        .expect("run bench_messages waiters");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "msg_bench waiters failed: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "bench_messages waiters failed: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         let line = stdout.lines().find(|l| l.starts_with("waiters")).unwrap_or_else(|| panic!("no result line: {stdout}"));
         println!("{:?}: {line}", db.backend);
         let field = |name: &str| -> f64 {

@@ -1,8 +1,9 @@
 //! `#[scheduled]`: once per tick on whole seconds, across processes, SIGKILLs and restarts;
 //! missed ticks skipped by default and caught up, bounded, on request.
 //!
-//! The scheduled functions live in worker binaries (`sched_ticks`, `sched_crash`): every
-//! schedule linked into a binary starts in every runtime it launches, so this binary has none.
+//! The scheduled functions live in worker binaries (`worker_schedule_ticks`,
+//! `worker_schedule_crash`): every schedule linked into a binary starts in every runtime it
+//! launches, so this binary has none.
 
 use dbos_runtime::tick_workflow_id;
 use dbos_tests::{both_backends, Inspect, TestDb};
@@ -10,14 +11,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::process::Command;
 
-const TICKS_FN: &str = "sched_ticks::every_second";
-const CRASH_FN: &str = "sched_crash::slow_tick";
-/// As in `sched_ticks`.
+const TICKS_FN: &str = "worker_schedule_ticks::every_second";
+const CRASH_FN: &str = "worker_schedule_crash::slow_tick";
+/// As in `worker_schedule_ticks`.
 const TICK_RUNS_DDL: &str = "CREATE TABLE IF NOT EXISTS tick_runs (workflow_id TEXT NOT NULL, \
     scheduled_ms BIGINT NOT NULL, actual_ms BIGINT NOT NULL, started_ms BIGINT NOT NULL, pid BIGINT NOT NULL)";
 
 fn ticks_worker(db: &TestDb, run_secs: u32) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sched_ticks"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_schedule_ticks"));
     cmd.env("DB_URL", &db.url)
         .env("RUN_SECS", run_secs.to_string())
         .env("RUST_LOG", "warn")
@@ -234,7 +235,7 @@ both_backends! {
     async fn two_processes_on_one_database_run_each_tick_once(db: TestDb) {
         // The schemas first, so that the two processes start together. This binary has no
         // schedule, so its runtime only migrates.
-        let rt = dbos_runtime::Runtime::launch(db.config("sched-ticks")).await.expect("launch to migrate");
+        let rt = dbos_runtime::Runtime::launch(db.config("worker-schedule-ticks")).await.expect("launch to migrate");
         rt.shutdown().await;
         let x = db.inspect().await;
         x.exec(TICK_RUNS_DDL).await;
@@ -274,12 +275,12 @@ both_backends! {
 both_backends! {
     async fn sigkill_inside_a_scheduled_transaction_applies_each_tick_once(db: TestDb) {
         const KILLS: usize = 4;
-        let dir = std::env::temp_dir().join(format!("dbos-sched-crash-{}-{:?}", std::process::id(), db.backend));
+        let dir = std::env::temp_dir().join(format!("dbos-worker-schedule-crash-{}-{:?}", std::process::id(), db.backend));
         std::fs::create_dir_all(&dir).expect("create the attempts directory");
         let attempts = dir.join("attempts");
         let _ = std::fs::remove_file(&attempts);
         let worker = |run_secs: u32| {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sched_crash"));
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_schedule_crash"));
             cmd.env("DB_URL", &db.url)
                 .env("ATTEMPTS", &attempts)
                 .env("TX_SLEEP_MS", "500")

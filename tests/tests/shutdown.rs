@@ -1,7 +1,7 @@
 //! `shutdown()`: once it returns, nothing the runtime started changes the database; what it
 //! cut short resumes at the next launch, exactly once.
 //!
-//! The worker (`drain_worker`) runs every background writer at once: recovery and the
+//! The worker (`worker_drain`) runs every background writer at once: recovery and the
 //! dispatcher's claims of queued workflows, local starts, step checkpoints and transactions
 //! (the SQLite group commit or the Postgres pool), events, messages. The scheduler's own case
 //! is in `scheduler.rs`.
@@ -11,7 +11,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 fn worker(db: &TestDb, mode: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_drain_worker"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_drain"));
     cmd.env("DB_URL", &db.url)
         .env("MODE", mode)
         .env("RUST_LOG", "warn")

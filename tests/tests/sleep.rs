@@ -31,7 +31,7 @@ fn now_ms() -> i64 {
 }
 
 fn sleeper(db: &TestDb) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_msg_worker"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_messages"));
     cmd.env("DB_URL", &db.url)
         .env("MODE", "sleep")
         .env("SLEEP_ID", "nap")

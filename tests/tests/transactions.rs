@@ -90,7 +90,7 @@ impl Dbs {
 
     /// The worker process, pointed at these databases.
     fn worker(&self, mode: &str) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tx_worker"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_transactions"));
         cmd.env("DB_URL", &self.app.url)
             .env("MODE", mode)
             .env("RUST_LOG", "error")
@@ -290,7 +290,7 @@ tx_test! {
         let steps = sys
             .scalar(&format!(
                 "SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid LIKE 'tx-%' \
-                 AND function_name = 'tx_worker::bump' AND output IS NOT NULL AND error IS NULL"
+                 AND function_name = 'worker_transactions::bump' AND output IS NOT NULL AND error IS NULL"
             ))
             .await;
         assert_eq!(steps as usize, 3 * workflows, "three recorded transaction steps per workflow");
@@ -395,7 +395,7 @@ tx_test! {
             .rows(&format!("SELECT function_name, output, error FROM {s}operation_outputs WHERE workflow_uuid = 'declined-7' AND function_id = 1"))
             .await;
         assert_eq!(step.len(), 1, "the error is recorded at position 1");
-        assert_eq!(cell(&step[0], 0), "tx_worker::charge_then_decline");
+        assert_eq!(cell(&step[0], 0), "worker_transactions::charge_then_decline");
         assert_eq!(step[0][1], None, "no output");
         let recorded: serde_json::Value = serde_json::from_str(cell(&step[0], 2)).expect("error JSON");
         assert_eq!(recorded["name"], "Declined", "{recorded}");

@@ -173,9 +173,9 @@ pub async fn migrate(tx: &mut Tx) -> Result<(), Error> {
         tx.query("SELECT pg_advisory_xact_lock(4242)")
             .execute()
             .await?;
-        include_str!("../../migrations/postgres/001_widget_store.sql")
+        include_str!("../migrations/postgres/001_widget_store.sql")
     } else {
-        include_str!("../../migrations/sqlite/001_widget_store.sql")
+        include_str!("../migrations/sqlite/001_widget_store.sql")
     };
     for statement in script.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
         tx.query(statement).execute().await?;

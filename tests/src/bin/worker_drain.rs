@@ -133,7 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         "dbos."
     };
-    DBOS::launch(DbosConfig::new("drain-worker").with_database_url(&url)).await?;
+    DBOS::launch(DbosConfig::new("worker-drain").with_database_url(&url)).await?;
     let launched = tokio::time::Instant::now();
     match mode.as_str() {
         "seed" => {

@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Pool::Postgres(p)
     };
     let _ = POOL.set(pool);
-    DBOS::launch(DbosConfig::new("crash-worker").with_database_url(&url)).await?;
+    DBOS::launch(DbosConfig::new("worker-crash").with_database_url(&url)).await?;
     // At most CONCURRENCY of our own starts run at once, so the work spans many kills.
     let concurrency: usize = std::env::var("CONCURRENCY")
         .unwrap_or_else(|_| "8".into())

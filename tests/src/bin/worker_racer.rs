@@ -78,7 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let _ = POOL.set(pool);
     DBOS::launch(
-        DbosConfig::new("wf-racer")
+        DbosConfig::new("worker-racer")
             .with_database_url(&url)
             .with_executor_id(executor),
     )

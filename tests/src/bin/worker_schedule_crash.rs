@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         sqlx::query(DDL).execute(&p).await?;
         p.close().await;
     }
-    DBOS::launch(DbosConfig::new("sched-crash").with_database_url(&url)).await?;
+    DBOS::launch(DbosConfig::new("worker-schedule-crash").with_database_url(&url)).await?;
     let launched = Utc::now();
     let end = launched.timestamp() * 1000 + run_secs * 1000 + end_ms;
     let wait = (end - Utc::now().timestamp_millis()).max(0) as u64;

@@ -2,7 +2,7 @@
 //! on SQLite and on Postgres. Prints workflows/s, p50/p99 latency and database commits per
 //! workflow (the runtime's own count; on Postgres also `pg_stat_database.xact_commit`).
 //!
-//! `cargo run --release -p dbos-tests --bin dbos_bench -- [seconds] [concurrency,...] [sqlite|postgres|both]`
+//! `cargo run --release -p dbos-tests --bin bench_workflows -- [seconds] [concurrency,...] [sqlite|postgres|both]`
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
@@ -46,7 +46,7 @@ async fn run(
     seconds: f64,
     concurrency: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let rt = Runtime::launch(DbosConfig::new("dbos-bench").with_database_url(url)).await?;
+    let rt = Runtime::launch(DbosConfig::new("bench-workflows").with_database_url(url)).await?;
     // Warm up the pools and statement caches.
     rt.scope(async { three_steps(0).await }).await?;
     let before = rt.metrics_snapshot();
@@ -128,7 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or_else(|| vec![1, 16, 64]);
     let which = args.get(3).cloned().unwrap_or_else(|| "both".into());
-    let dir = std::env::temp_dir().join(format!("dbos-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("dbos-bench-workflows-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pg_server = std::env::var("DBOS_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
@@ -140,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             run(&format!("sqlite://{}", file.display()), seconds, c).await?;
         }
         if which == "both" || which == "postgres" {
-            let db = format!("dbos_bench_{c}");
+            let db = format!("bench_workflows_{c}");
             let admin = sqlx::PgPool::connect(&format!("{pg_server}/postgres")).await?;
             sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .execute(&admin)

@@ -69,7 +69,7 @@ fn env(key: &str) -> Result<String, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = env("DB_URL")?;
     let mode = env("MODE")?;
-    DBOS::launch(DbosConfig::new("msg-worker").with_database_url(&url)).await?;
+    DBOS::launch(DbosConfig::new("worker-messages").with_database_url(&url)).await?;
     match mode.as_str() {
         "receive" => {
             let receivers: u32 = env("RECEIVERS")?.parse()?;

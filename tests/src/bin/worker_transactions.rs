@@ -171,7 +171,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let url = std::env::var("DB_URL")?;
-    let mut cfg = DbosConfig::new("tx-worker").with_database_url(&url);
+    let mut cfg = DbosConfig::new("worker-transactions").with_database_url(&url);
     if let Ok(sys) = std::env::var("SYS_URL") {
         cfg = cfg.with_system_database_url(sys);
     }

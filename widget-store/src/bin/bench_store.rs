@@ -4,14 +4,14 @@
 //!
 //! ```text
 //! cargo build --release -p widget-store
-//! target/release/store_bench                       # SQLite in a fresh temporary directory
-//! target/release/store_bench --backend postgres    # a fresh database `store_bench`
+//! target/release/bench_store                       # SQLite in a fresh temporary directory
+//! target/release/bench_store --backend postgres    # a fresh database `bench_store`
 //! ```
 //!
 //! Options: `--customers 1,16,64`, `--seconds 10` (measured per level, after `--warmup 2`),
 //! `--kills 10`, `--store PATH` (default: the `widget-store` next to this binary). Postgres is
 //! `DBOS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`); the database
-//! `store_bench` there is dropped and created. The widget's inventory is set to a billion
+//! `bench_store` there is dropped and created. The widget's inventory is set to a billion
 //! before each level so that nobody meets a sold-out store.
 
 #[path = "../../tests/support/http.rs"]
@@ -69,7 +69,7 @@ fn options() -> Result<Options, BoxError> {
             "--store" => o.store = value()?.into(),
             "-h" | "--help" => {
                 println!(
-                    "store_bench [--backend sqlite|postgres] [--customers 1,16,64] [--seconds 10] \
+                    "bench_store [--backend sqlite|postgres] [--customers 1,16,64] [--seconds 10] \
                      [--warmup 2] [--kills 10] [--store PATH]"
                 );
                 std::process::exit(0);
@@ -90,7 +90,7 @@ struct Store {
 
 impl Store {
     async fn start(o: &Options) -> Result<Store, BoxError> {
-        let dir = std::env::temp_dir().join(format!("store-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bench-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let db_url = if o.postgres {
@@ -98,13 +98,13 @@ impl Store {
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
-            sqlx::raw_sql("DROP DATABASE IF EXISTS store_bench WITH (FORCE)")
+            sqlx::raw_sql("DROP DATABASE IF EXISTS bench_store WITH (FORCE)")
                 .execute(&mut conn)
                 .await?;
-            sqlx::raw_sql("CREATE DATABASE store_bench")
+            sqlx::raw_sql("CREATE DATABASE bench_store")
                 .execute(&mut conn)
                 .await?;
-            format!("{server}/store_bench")
+            format!("{server}/bench_store")
         } else {
             format!("sqlite://{}/widget_store.sqlite", dir.display())
         };
@@ -462,7 +462,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("store_bench: {e}");
+            eprintln!("bench_store: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -2,9 +2,9 @@
 //! backend, p50/p99/max of two latenesses: the scheduler's (`actual_time - scheduled_time`,
 //! what the function receives) and the body's (when the body started running, after the tick
 //! was enqueued and claimed, minus `scheduled_time`). Goal: p99 under 50 ms, idle and with
-//! load beside it (run `dbos_bench` at the same time).
+//! load beside it (run `bench_workflows` at the same time).
 //!
-//! `cargo run --release -p dbos-tests --bin sched_bench -- [seconds] [sqlite|postgres|both]`
+//! `cargo run --release -p dbos-tests --bin bench_schedule -- [seconds] [sqlite|postgres|both]`
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
@@ -48,7 +48,7 @@ fn summary(mut v: Vec<i64>) -> String {
 
 async fn fresh_url(backend: &str) -> Result<String, Box<dyn std::error::Error>> {
     if backend == "sqlite" {
-        let dir = std::env::temp_dir().join(format!("dbos-sched-bench-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("dbos-bench-schedule-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         return Ok(format!("sqlite://{}/bench.sqlite", dir.display()));
@@ -57,13 +57,13 @@ async fn fresh_url(backend: &str) -> Result<String, Box<dyn std::error::Error>> 
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let mut admin =
         <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{server}/postgres")).await?;
-    sqlx::raw_sql("DROP DATABASE IF EXISTS sched_bench WITH (FORCE)")
+    sqlx::raw_sql("DROP DATABASE IF EXISTS bench_schedule WITH (FORCE)")
         .execute(&mut admin)
         .await?;
-    sqlx::raw_sql("CREATE DATABASE sched_bench")
+    sqlx::raw_sql("CREATE DATABASE bench_schedule")
         .execute(&mut admin)
         .await?;
-    Ok(format!("{server}/sched_bench"))
+    Ok(format!("{server}/bench_schedule"))
 }
 
 async fn run(backend: &str, seconds: u64) -> Result<(), Box<dyn std::error::Error>> {
@@ -72,7 +72,7 @@ async fn run(backend: &str, seconds: u64) -> Result<(), Box<dyn std::error::Erro
         Ok(mut s) => s.clear(),
         Err(p) => p.into_inner().clear(),
     }
-    let rt = Runtime::launch(DbosConfig::new("sched-bench").with_database_url(&url)).await?;
+    let rt = Runtime::launch(DbosConfig::new("bench-schedule").with_database_url(&url)).await?;
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     rt.shutdown().await;
     let samples = match SAMPLES.lock() {

@@ -4,7 +4,7 @@
 //! also `pg_stat_database.xact_commit`, read after the pools closed so every backend flushed
 //! its counters) and conflict retries.
 //!
-//! `cargo run --release -p dbos-tests --bin tx_bench -- [seconds] [concurrency,...] [sqlite|postgres|both] [pool]`
+//! `cargo run --release -p dbos-tests --bin bench_transactions -- [seconds] [concurrency,...] [sqlite|postgres|both] [pool]`
 //! (`pool`: Postgres connections, default the runtime's default).
 
 use dbos_runtime::prelude::*;
@@ -106,7 +106,7 @@ async fn run(
     concurrency: usize,
     pool: Option<u32>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let mut cfg = DbosConfig::new("tx-bench").with_database_url(url);
+    let mut cfg = DbosConfig::new("bench-transactions").with_database_url(url);
     if let Some(p) = pool {
         cfg.max_connections = p;
     }
@@ -209,7 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| vec![1, 16, 64]);
     let which = args.get(3).cloned().unwrap_or_else(|| "both".into());
     let pool: Option<u32> = args.get(4).map(|s| s.parse()).transpose()?;
-    let dir = std::env::temp_dir().join(format!("dbos-tx-bench-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("dbos-bench-transactions-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let pg_server = dbos_tests::postgres_server();
     for &c in &levels {
@@ -219,7 +219,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             run(&format!("sqlite://{}", file.display()), seconds, c, pool).await?;
         }
         if which == "both" || which == "postgres" {
-            let db = format!("dbos_tx_bench_{c}");
+            let db = format!("bench_transactions_{c}");
             let admin = sqlx::PgPool::connect(&format!("{pg_server}/postgres")).await?;
             sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                 .execute(&admin)

@@ -1,11 +1,11 @@
 //! Wake-up latency of messages and events, and the CPU cost of waiting.
 //!
 //! ```text
-//! msg_bench [ROUNDS [PART]]          every part (or those whose name contains PART: "sqlite",
+//! bench_messages [ROUNDS [PART]]     every part (or those whose name contains PART: "sqlite",
 //!                                    "postgres in-process", "cross-process", "waiters"...),
 //!                                    on fresh databases
-//! msg_bench waiters URL N SECS       N waiters (half recv, half get_event) for SECS; CPU and commits
-//! msg_bench peer URL ROUNDS          the echo workflow in a process of its own (cross-process runs)
+//! bench_messages waiters URL N SECS  N waiters (half recv, half get_event) for SECS; CPU and commits
+//! bench_messages peer URL ROUNDS     the echo workflow in a process of its own (cross-process runs)
 //! ```
 //!
 //! A round sends a ping to the `echo` workflow and waits for its acknowledgement: the
@@ -160,7 +160,7 @@ fn report(label: &str, run: &mut Run) {
 }
 
 fn driver_config(url: &str) -> DbosConfig {
-    DbosConfig::new("msg-bench")
+    DbosConfig::new("bench-messages")
         .with_database_url(url)
         .with_executor_id("driver")
         .with_version("driver")
@@ -210,7 +210,7 @@ async fn cross_process(url: &str, rounds: u32) -> Result<Run, BoxError> {
 }
 
 async fn peer(url: &str, rounds: u32) -> Result<(), BoxError> {
-    let cfg = DbosConfig::new("msg-bench-peer")
+    let cfg = DbosConfig::new("bench-messages-peer")
         .with_database_url(url)
         .with_executor_id("peer")
         .with_version("peer");
@@ -238,7 +238,7 @@ fn cpu_time() -> Result<Duration, BoxError> {
 }
 
 async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
-    let cfg = DbosConfig::new("msg-bench-waiters")
+    let cfg = DbosConfig::new("bench-messages-waiters")
         .with_database_url(url)
         .with_executor_id("waiters")
         .with_version("waiters");
@@ -324,7 +324,7 @@ async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Runs `msg_bench waiters` in a child process, so the measurement sees only the waiters.
+/// Runs `bench_messages waiters` in a child process, so the measurement sees only the waiters.
 async fn waiters_child(url: &str, n: usize, secs: u64) -> Result<String, BoxError> {
     let out = tokio::process::Command::new(std::env::current_exe()?)
         .args(["waiters", url, &n.to_string(), &secs.to_string()])
@@ -349,20 +349,20 @@ async fn waiters_child(url: &str, n: usize, secs: u64) -> Result<String, BoxErro
 /// Runs the parts whose names contain `only` (all of them when empty).
 async fn all(rounds: u32, only: &str) -> Result<(), BoxError> {
     let want = |part: &str| part.contains(only);
-    println!("msg_bench: {rounds} measured rounds per run (after 20 warm-up rounds)");
+    println!("bench_messages: {rounds} measured rounds per run (after 20 warm-up rounds)");
     if want("sqlite in-process") {
-        let db = TestDb::fresh(Backend::Sqlite, "msg_bench_sqlite").await;
+        let db = TestDb::fresh(Backend::Sqlite, "bench_messages_sqlite").await;
         report("sqlite in-process", &mut in_process(&db.url, rounds).await?);
     }
     if want("postgres in-process") {
-        let db = TestDb::fresh(Backend::Postgres, "msg_bench_pg").await;
+        let db = TestDb::fresh(Backend::Postgres, "bench_messages_pg").await;
         report(
             "postgres in-process",
             &mut in_process(&db.url, rounds).await?,
         );
     }
     if want("postgres cross-process") {
-        let db = TestDb::fresh(Backend::Postgres, "msg_bench_pg_cross").await;
+        let db = TestDb::fresh(Backend::Postgres, "bench_messages_pg_cross").await;
         report(
             "postgres cross-process",
             &mut cross_process(&db.url, rounds).await?,
@@ -370,7 +370,7 @@ async fn all(rounds: u32, only: &str) -> Result<(), BoxError> {
     }
     if want("sqlite cross-process") {
         // SQLite has no NOTIFY: another process's write is seen by the once-a-second watcher.
-        let db = TestDb::fresh(Backend::Sqlite, "msg_bench_sqlite_cross").await;
+        let db = TestDb::fresh(Backend::Sqlite, "bench_messages_sqlite_cross").await;
         report(
             "sqlite cross-process",
             &mut cross_process(&db.url, 20.min(rounds)).await?,
@@ -386,8 +386,11 @@ async fn all(rounds: u32, only: &str) -> Result<(), BoxError> {
             }
         );
         if want(&label) {
-            let db =
-                TestDb::fresh(backend, &format!("msg_bench_{}", label.replace(' ', "_"))).await;
+            let db = TestDb::fresh(
+                backend,
+                &format!("bench_messages_{}", label.replace(' ', "_")),
+            )
+            .await;
             println!("{label:<24} {}", waiters_child(&db.url, 1000, 5).await?);
         }
     }
@@ -400,7 +403,7 @@ async fn main() -> Result<(), BoxError> {
     let arg = |i: usize| {
         args.get(i)
             .map(String::as_str)
-            .ok_or_else(|| format!("missing argument {i}: see the usage in msg_bench.rs"))
+            .ok_or_else(|| format!("missing argument {i}: see the usage in bench_messages.rs"))
     };
     match args.first().map(String::as_str) {
         Some("waiters") => waiters(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,

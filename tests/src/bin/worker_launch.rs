@@ -2,7 +2,7 @@
 //! read, launches, runs one workflow and shuts down. Exits non-zero (with the error on stderr)
 //! when launching fails.
 //!
-//! Env: `APP_NAME` (default `wf-launch`); `DBOS_DATABASE_URL` / `DBOS_SYSTEM_DATABASE_URL` as
+//! Env: `APP_NAME` (default `worker-launch`); `DBOS_DATABASE_URL` / `DBOS_SYSTEM_DATABASE_URL` as
 //! the runtime reads them; optional `READY_FILE` + `GO_FILE`: create the first once started,
 //! then wait for the second before launching, so that several launchers start at one instant.
 
@@ -16,7 +16,7 @@ async fn hello(who: String) -> Result<String, Error> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let app = std::env::var("APP_NAME").unwrap_or_else(|_| "wf-launch".into());
+    let app = std::env::var("APP_NAME").unwrap_or_else(|_| "worker-launch".into());
     let cfg = DbosConfig::from_env(app);
     println!("database_url\t{}", cfg.database_url);
     println!(

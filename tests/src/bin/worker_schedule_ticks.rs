@@ -101,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Pool::Postgres(p)
     };
     let _ = POOL.set(pool);
-    let mut cfg = DbosConfig::new("sched-ticks").with_database_url(&url);
+    let mut cfg = DbosConfig::new("worker-schedule-ticks").with_database_url(&url);
     cfg.scheduler_catch_up = catch_up;
     DBOS::launch(cfg).await?;
     let launched = Utc::now();
