@@ -265,7 +265,9 @@ impl WorkflowError for Error {
             Error::Recorded(p) => p.clone(),
             other => PortableError {
                 name: other.kind().to_owned(),
-                message: other.to_string(),
+                // The stored message carries the whole chain: the row outlives this process's
+                // logs, and `Display` names only the outermost layer (the cause is `source`).
+                message: with_causes(other),
                 code: serde_json::Value::Null,
                 data: serde_json::Value::Null,
             },
@@ -275,6 +277,18 @@ impl WorkflowError for Error {
     fn from_portable(recorded: PortableError) -> Self {
         Error::Recorded(recorded)
     }
+}
+
+/// `err`'s message followed by each of its causes, `: `-separated.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
 }
 
 impl<E> WorkflowError for E
@@ -310,4 +324,26 @@ fn short_type_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
     let base = full.split('<').next().unwrap_or(full);
     base.rsplit("::").next().unwrap_or(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_cause_once_and_the_stored_message_keeps_the_chain() {
+        let cause = serde_json::from_str::<u32>("\"x\"").expect_err("not a number");
+        let err = Error::ser("decode a step's output")(cause);
+        let shown = err.to_string();
+        let chain = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(shown, "cannot decode a step's output");
+        let chain = chain.expect("the serde error is the source");
+        assert!(
+            !shown.contains(&chain),
+            "Display repeats its source: {shown}"
+        );
+        let stored = err.to_portable();
+        assert_eq!(stored.name, "Serialization");
+        assert_eq!(stored.message, format!("{shown}: {chain}"));
+    }
 }
