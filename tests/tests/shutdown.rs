@@ -6,9 +6,23 @@
 //! (the SQLite group commit or the Postgres pool), events, messages. The scheduler's own case
 //! is in `scheduler.rs`.
 
-use dbos_tests::{both_backends, TestDb};
+use dbos_runtime::prelude::*;
+use dbos_runtime::Runtime;
+use dbos_tests::{both_backends, eventually, within, TestDb};
 use std::process::Stdio;
+use std::time::Instant;
 use tokio::process::Command;
+
+#[workflow]
+async fn waits_for_a_message() -> Result<Option<String>, Error> {
+    DBOS::recv("go", Duration::from_secs(120)).await
+}
+
+#[workflow]
+async fn sleeps_long() -> Result<u32, Error> {
+    DBOS::sleep(Duration::from_secs(120)).await?;
+    Ok(7)
+}
 
 fn worker(db: &TestDb, mode: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_drain"));
@@ -83,4 +97,52 @@ both_backends! {
         assert!(workflows >= 8 * 60, "every seeded workflow is there: {workflows}");
         println!("{:?}: 8 shutdowns under load, nothing changed after any returned; {workflows} workflows finished, {effects} transactions, each once", db.backend);
     }
+}
+
+both_backends! {
+    async fn waits_end_at_shutdown_and_resume_at_the_next_launch(db: TestDb) {
+        let config = || db.config("shutdown-waits").with_executor_id("waits");
+        let rt = within("launch", Runtime::launch(config())).await.expect("launch");
+        rt.start_workflow(waits_for_a_message().with_id("recv-1")).await.expect("start recv-1");
+        rt.start_workflow(sleeps_long().with_id("sleep-1")).await.expect("start sleep-1");
+        // Both are waiting once their deadlines are recorded (a DBOS.sleep row each).
+        let x = db.inspect().await;
+        let waiting = format!("SELECT COUNT(*) FROM {}operation_outputs WHERE function_name = 'DBOS.sleep'", db.sys());
+        eventually(Duration::from_secs(20), "both workflows wait", || async { x.scalar(&waiting).await == 2 }).await;
+
+        // The waits end at once: shutdown does not sit out its 10 s timeout.
+        let started = Instant::now();
+        rt.shutdown().await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "shutdown waited {took:?} for workflows that only wait");
+        let after = rt.start_workflow(sleeps_long().with_id("sleep-2")).await;
+        assert!(matches!(after, Err(Error::ShuttingDown)), "a start after shutdown: {after:?}");
+        let statuses = x
+            .rows(&format!("SELECT workflow_uuid, status FROM {}workflow_status ORDER BY workflow_uuid", db.sys()))
+            .await;
+        assert_eq!(
+            statuses,
+            vec![
+                vec![Some("recv-1".to_owned()), Some("PENDING".to_owned())],
+                vec![Some("sleep-1".to_owned()), Some("PENDING".to_owned())],
+            ],
+            "cut-short waits record no outcome"
+        );
+
+        // The next launch resumes both: the message arrives, the sleep keeps its recorded wake-up.
+        let rt = within("relaunch", Runtime::launch(config())).await.expect("relaunch");
+        rt.send("recv-1", &"now", "go").await.expect("send");
+        let handle = rt.retrieve_workflow::<Option<String>, Error>("recv-1").await.expect("recv-1");
+        assert_eq!(within("recv-1 finishes", handle.get_result()).await.expect("recv-1"), Some("now".to_owned()));
+        assert_eq!(status_of(&rt, "sleep-1").await, "PENDING", "still sleeping toward its recorded wake-up");
+        rt.shutdown().await;
+    }
+}
+
+async fn status_of(rt: &Runtime, id: &str) -> String {
+    rt.get_status(id)
+        .await
+        .expect("status")
+        .expect("exists")
+        .status
 }
