@@ -130,16 +130,17 @@ impl Runtime {
     /// still running then are cut off with a warning naming them. Calling it again, or from
     /// several tasks, waits for the same shutdown.
     pub async fn shutdown(&self) {
+        // Order matters: the database refuses new work (both calls are idempotent) before
+        // `stopping` ends any wait with `ShuttingDown`, so no workflow woken by it can record
+        // that error as its outcome: its write finds the database closed.
+        self.0.db.begin_close();
+        self.0.notifier.close();
         if self.0.stopping.send_replace(true) {
             // Another call is shutting down: return when it does.
             let mut done = self.0.stopped.subscribe();
             let _ = done.wait_for(|done| *done).await;
             return;
         }
-        // Order matters: the database refuses new work before any wait ends with
-        // `ShuttingDown`, so no workflow can record that error as its outcome.
-        self.0.db.begin_close();
-        self.0.notifier.close();
         self.wake_dispatcher();
         let listener = lock(&self.0.listener).take();
         if let Some(listener) = listener {
