@@ -1,6 +1,7 @@
 //! The task-local context (which runtime, which workflow, which operation comes next) and the
 //! global runtime that code outside any context uses.
 
+use crate::cancel::CancelFlag;
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use crate::sysdb::StepRow;
@@ -69,16 +70,29 @@ pub(crate) struct WfCtx {
     pub resumed: bool,
     /// Another execution recorded one of our operations first: it owns the outcome.
     handed_off: std::sync::atomic::AtomicBool,
+    /// Set when the workflow is cancelled (by a call here, a notification from another
+    /// process, its deadline, or a write that found the row CANCELLED): no operation begins
+    /// after it, every wait ends, and this execution records no outcome.
+    pub cancelled: CancelFlag,
+    /// The workflow's deadline (`workflow_deadline_epoch_ms`), inherited by its children.
+    pub deadline_ms: Option<i64>,
 }
 
 impl WfCtx {
-    pub(crate) fn new(id: String, recorded: Vec<StepRow>, resumed: bool) -> WfCtx {
+    pub(crate) fn new(
+        id: String,
+        recorded: Vec<StepRow>,
+        resumed: bool,
+        deadline_ms: Option<i64>,
+    ) -> WfCtx {
         WfCtx {
             id,
             next: AtomicI32::new(0),
             recorded: Mutex::new(recorded.into_iter().map(|r| (r.function_id, r)).collect()),
             resumed,
             handed_off: std::sync::atomic::AtomicBool::new(false),
+            cancelled: CancelFlag::default(),
+            deadline_ms,
         }
     }
 
@@ -124,6 +138,21 @@ impl WfCtx {
     /// Marks this execution as handed off (another one recorded one of its operations first).
     pub(crate) fn hand_off(&self) {
         self.handed_off.store(true, Ordering::SeqCst);
+    }
+
+    /// Marks the workflow cancelled: operations refuse to begin and waits end.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.set();
+    }
+
+    /// Whether the workflow was cancelled while this execution ran.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.is_set()
+    }
+
+    /// Resolves once the workflow is cancelled.
+    pub(crate) async fn cancelled(&self) {
+        self.cancelled.wait().await
     }
 }
 

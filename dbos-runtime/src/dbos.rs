@@ -68,7 +68,8 @@ impl Runtime {
         T: Serialize + DeserializeOwned + Send + 'static,
         E: WorkflowError,
     {
-        context::enter(self, workflow::start(call)).await
+        // Boxed, so a caller's future stays small however many workflows it starts.
+        Box::pin(context::enter(self, workflow::start(call))).await
     }
 
     /// A handle to an existing workflow.

@@ -129,6 +129,10 @@ pub enum Error {
     /// The commit of a batch of SQLite writes failed; none of its operations took effect.
     #[error("commit failed: {0}")]
     CommitFailed(String),
+    /// A management call got an argument it cannot act on (a fork step past the end, an
+    /// unknown status name, a taken workflow ID for a fork).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The runtime is shutting down: the operation did not start, or a wait was cut short.
     /// The workflow stays `PENDING` and resumes at the next launch.
     #[error("the DBOS runtime is shutting down")]
@@ -178,6 +182,7 @@ impl Error {
             Error::BadInputs(_) => "BadInputs",
             Error::Panic(_) => "Panic",
             Error::CommitFailed(_) => "CommitFailed",
+            Error::InvalidArgument(_) => "InvalidArgument",
             Error::ShuttingDown => "ShuttingDown",
             Error::Recorded(p) => &p.name,
         }

@@ -67,11 +67,13 @@ pub(crate) async fn get_event<V: DeserializeOwned>(
     let read = move || async move { db.get_event(workflow_id, key).await };
     let mut found = read().await?;
     if found.is_none() && !timeout.is_zero() {
-        let deadline = match &op {
-            Some(op) => op.deadline(timeout).await?,
-            None => after(start, timeout),
+        found = match &op {
+            Some(op) => {
+                let deadline = op.deadline(timeout).await?;
+                op.wait(waiter.until(deadline, read)).await??
+            }
+            None => waiter.until(after(start, timeout), read).await?,
         };
-        found = waiter.until(deadline, read).await?;
     }
     drop(waiter);
     if let Some(op) = op {

@@ -46,11 +46,13 @@
 
 extern crate self as dbos_runtime;
 
+mod cancel;
 mod config;
 mod context;
 mod dbos;
 mod error;
 mod events;
+mod manage;
 mod messages;
 mod metrics;
 mod notify;
@@ -71,6 +73,7 @@ pub use config::DbosConfig;
 pub use dbos::DBOS;
 pub use dbos_macros::{scheduled, step, transaction, workflow};
 pub use error::{Error, PortableError, Result, WorkflowError};
+pub use manage::{ForkOptions, StepInfo, WorkflowFilter, WorkflowInfo};
 pub use metrics::MetricsSnapshot;
 pub use runtime::Runtime;
 /// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).

@@ -84,7 +84,7 @@ pub(crate) async fn recv<T: DeserializeOwned>(
     // Only a recv that has to wait records its deadline: a ready message costs no extra commit.
     if present().await?.is_none() && !timeout.is_zero() {
         let deadline = op.deadline(timeout).await?;
-        waiter.until(deadline, present).await?;
+        op.wait(waiter.until(deadline, present)).await??;
     }
     let record = op.write(None, None, Some(PORTABLE_JSON));
     let taken = op.settle(db.consume_message(&record, topic).await)?;

@@ -157,6 +157,7 @@ impl Notifier {
         match change {
             Change::Message(payload) => self.notify(&format!("m:{payload}")),
             Change::Event(payload) => self.notify(&format!("e:{payload}")),
+            Change::Cancelled(id) => self.notify(&done_key(id)),
             Change::Unknown => self.notify_all(),
         }
     }

@@ -9,6 +9,10 @@
 //! What every operation must honour is checked here, once:
 //! - determinism: a record under another name at this position is [`Error::NonDeterministic`];
 //! - shutdown: no operation begins once shutdown has begun ([`Error::ShuttingDown`]);
+//! - cancellation: no operation begins once the workflow is known cancelled
+//!   ([`Error::WorkflowCancelled`]), every record write checks the row in the same statement
+//!   (so nothing is recorded after a cancel committed, whoever made it), and every wait goes
+//!   through [`interruptible`], which ends it at a cancel or a shutdown;
 //! - hand-off: when another execution of the workflow recorded a position first, the write
 //!   fails with [`Error::ConcurrentExecution`] and the execution is marked handed off, so it
 //!   records no outcome of its own whatever the user's code makes of the error.
@@ -77,6 +81,9 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
             if rt.is_stopping() {
                 return Err(Error::ShuttingDown);
             }
+            if ctx.is_cancelled() {
+                return Err(Error::WorkflowCancelled(ctx.id.clone()));
+            }
             let n = ctx.next_id();
             let deadline_at = deadline.then(|| ctx.next_id());
             if let Some(row) = ctx.recorded(n, name)? {
@@ -142,12 +149,21 @@ impl Operation {
     /// Passes on the result of a write of this operation's record; a position another
     /// execution recorded first marks this execution handed off.
     pub(crate) fn settle<T>(&self, written: Result<T>) -> Result<T> {
-        if let Err(Error::ConcurrentExecution { workflow_id, .. }) = &written {
-            if *workflow_id == self.ctx.id {
+        match &written {
+            Err(Error::ConcurrentExecution { workflow_id, .. }) if *workflow_id == self.ctx.id => {
                 self.ctx.hand_off();
             }
+            Err(Error::WorkflowCancelled(workflow_id)) if *workflow_id == self.ctx.id => {
+                self.ctx.cancel();
+            }
+            _ => {}
         }
         written
+    }
+
+    /// Waits for `fut` unless the workflow is cancelled or the runtime shuts down first.
+    pub(crate) async fn wait<F: std::future::Future>(&self, fut: F) -> Result<F::Output> {
+        interruptible(&self.rt, &self.ctx, fut).await
     }
 
     /// Records this operation alone: `output` or `error` (JSON), and the child it started.
@@ -240,6 +256,20 @@ impl Operation {
         };
         self.settle(self.rt.db().record_step(&row).await)?;
         Ok(after(start, d))
+    }
+}
+
+/// Waits for `fut` in workflow `ctx`'s body: a cancel of the workflow ends the wait with
+/// [`Error::WorkflowCancelled`], a shutdown with [`Error::ShuttingDown`].
+pub(crate) async fn interruptible<F: std::future::Future>(
+    rt: &Runtime,
+    ctx: &WfCtx,
+    fut: F,
+) -> Result<F::Output> {
+    tokio::select! {
+        out = fut => Ok(out),
+        () = rt.stopping() => Err(Error::ShuttingDown),
+        () = ctx.cancelled() => Err(Error::WorkflowCancelled(ctx.id.clone())),
     }
 }
 

@@ -72,7 +72,14 @@ async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
     match call {
         Ok(call) => {
             let recorded = rt.db().load_steps(&c.id).await?;
-            drop(spawn_execution(rt, c.id, call.body, recorded, true));
+            drop(spawn_execution(
+                rt,
+                c.id,
+                call.body,
+                recorded,
+                true,
+                c.deadline_ms,
+            ));
         }
         Err(e) => {
             // Undecodable inputs never succeed: fail the workflow at once.

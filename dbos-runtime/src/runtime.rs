@@ -2,6 +2,7 @@
 //! its behalf, and shutdown. Opening it does nothing in the background; launching it
 //! (recovery, dispatch, schedules) and the user-facing API are in `dbos.rs`.
 
+use crate::cancel::CancelFlag;
 use crate::config::DbosConfig;
 use crate::error::{Error, Result};
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -9,6 +10,7 @@ use crate::notify::Notifier;
 use crate::registry::Registry;
 use crate::sysdb::SysDb;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -30,8 +32,10 @@ pub(crate) struct Inner {
     notifier: Notifier,
     registry: Registry,
     dispatch_wake: Notify,
-    /// Workflow executions running in this process.
-    running: Mutex<HashMap<String, AbortHandle>>,
+    /// Workflow executions running in this process, by a serial number (a workflow resumed
+    /// right after a cancel may briefly have two: the cancelled one on its way out).
+    running: Mutex<HashMap<u64, Execution>>,
+    next_execution: AtomicU64,
     /// Notified when `running` becomes empty.
     idle: Notify,
     /// Background loops that write: dispatcher, schedules. They stop on their own at shutdown.
@@ -45,6 +49,14 @@ pub(crate) struct Inner {
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
+}
+
+/// One workflow execution running in this process.
+struct Execution {
+    id: String,
+    cancelled: CancelFlag,
+    /// Set once its task is spawned.
+    task: Option<AbortHandle>,
 }
 
 /// A handle to the system database and what runs on it: the whole API of the library.
@@ -84,6 +96,7 @@ impl Runtime {
             registry,
             dispatch_wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            next_execution: AtomicU64::new(0),
             idle: Notify::new(),
             background: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
@@ -100,6 +113,9 @@ impl Runtime {
             .db()
             .listen(self.notifier().waiting(), move |change| {
                 if let Some(inner) = weak.upgrade() {
+                    if let crate::sysdb::Change::Cancelled(id) = change {
+                        Runtime(inner.clone()).cancel_local(id);
+                    }
                     inner.notifier.on_change(change);
                 }
             })
@@ -166,14 +182,17 @@ impl Runtime {
             .await
             .is_err()
         {
-            let running: Vec<(String, AbortHandle)> = lock(&self.0.running).drain().collect();
-            let ids: Vec<&str> = running.iter().map(|(id, _)| id.as_str()).collect();
+            let running: Vec<Execution> = lock(&self.0.running).drain().map(|(_, e)| e).collect();
+            let ids: Vec<&str> = running.iter().map(|e| e.id.as_str()).collect();
             tracing::warn!(
                 timeout = ?bound,
                 workflows = ?ids,
                 "shutdown: cutting off workflows still running; they resume at the next launch, and a statement one of them already sent may commit after shutdown returns"
             );
-            running.iter().for_each(|(_, task)| task.abort());
+            running
+                .iter()
+                .filter_map(|e| e.task.as_ref())
+                .for_each(AbortHandle::abort);
         }
         // Every statement under way has ended on the server when the connections are closed.
         if tokio::time::timeout(INTERNAL_DRAIN, self.0.db.close())
@@ -269,19 +288,66 @@ impl Runtime {
         self.0.dispatch_wake.notified().await
     }
 
-    pub(crate) fn track_task(&self, id: String, handle: AbortHandle) {
-        let mut running = lock(&self.0.running);
-        if !handle.is_finished() {
-            running.insert(id, handle);
+    /// Registers an execution about to be spawned; returns its serial number.
+    pub(crate) fn execution_starts(&self, id: &str, cancelled: CancelFlag) -> u64 {
+        let serial = self.0.next_execution.fetch_add(1, Ordering::Relaxed);
+        let e = Execution {
+            id: id.to_owned(),
+            cancelled,
+            task: None,
+        };
+        lock(&self.0.running).insert(serial, e);
+        serial
+    }
+
+    /// Gives the registered execution its task, so shutdown can cut it off.
+    pub(crate) fn execution_spawned(&self, serial: u64, task: AbortHandle) {
+        if let Some(e) = lock(&self.0.running).get_mut(&serial) {
+            e.task = Some(task);
         }
     }
 
-    pub(crate) fn task_done(&self, id: &str) {
+    /// Unregisters an execution (its task is ending).
+    pub(crate) fn execution_done(&self, serial: u64) {
         let mut running = lock(&self.0.running);
-        running.remove(id);
+        running.remove(&serial);
         if running.is_empty() {
             self.0.idle.notify_waiters();
         }
+    }
+
+    /// Cancels `id` (and, with `children`, every descendant): the rows become CANCELLED (and
+    /// other processes on Postgres are told), and executions in this process stop at once.
+    /// Returns whether `id`'s row changed (`false`: it had finished).
+    pub(crate) async fn cancel_workflows(&self, id: &str, children: bool) -> Result<bool> {
+        let changed = self.db().cancel_workflow(id).await?;
+        self.cancel_local(id);
+        if children {
+            // Descendants form a tree: a child's parent is fixed when it starts.
+            let mut frontier = vec![id.to_owned()];
+            while let Some(parent) = frontier.pop() {
+                for child in self.db().children_of(&parent).await? {
+                    self.db().cancel_workflow(&child).await?;
+                    self.cancel_local(&child);
+                    frontier.push(child);
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Marks every execution of workflow `id` in this process cancelled, and wakes whoever
+    /// waits for its outcome here. Returns whether one was running.
+    pub(crate) fn cancel_local(&self, id: &str) -> bool {
+        let mut found = false;
+        for e in lock(&self.0.running).values() {
+            if e.id == id {
+                e.cancelled.set();
+                found = true;
+            }
+        }
+        self.0.notifier.notify(&crate::notify::done_key(id));
+        found
     }
 
     /// Keeps a background loop that writes: shutdown waits for it to stop.

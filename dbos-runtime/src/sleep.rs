@@ -1,13 +1,14 @@
 //! `DBOS::sleep`: a durable sleep. In a workflow body its wake-up time is recorded (SYSDB.md
 //! rule 18), so a workflow resumed after a crash sleeps only what remains.
 
-use crate::context;
+use crate::context::{self, Position};
 use crate::error::Result;
 use crate::operation::{self, Begun, Site, Stamp, SLEEP};
 use std::time::Duration;
 
 /// Sleeps `d`: recorded in a workflow body, a plain sleep elsewhere. A shutdown ends a
-/// recorded sleep at once with [`crate::Error::ShuttingDown`].
+/// recorded sleep at once with [`crate::Error::ShuttingDown`], a cancel of the workflow with
+/// [`crate::Error::WorkflowCancelled`].
 pub(crate) async fn sleep(d: Duration) -> Result<()> {
     if d.is_zero() {
         // Never waits, so nothing is recorded and no position is taken.
@@ -24,7 +25,12 @@ pub(crate) async fn sleep(d: Duration) -> Result<()> {
             return Ok(());
         }
     };
-    context::runtime()?
-        .unless_stopping(tokio::time::sleep_until(wake))
-        .await
+    match context::position()? {
+        Position::Workflow(rt, ctx) => {
+            operation::interruptible(&rt, &ctx, tokio::time::sleep_until(wake)).await
+        }
+        Position::InStep(rt, _) | Position::Outside(rt) => {
+            rt.unless_stopping(tokio::time::sleep_until(wake)).await
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! workflow events.
 
 use super::backend::{in_write_tx, on_reader};
-use super::rows::{bind_step, check_step_written};
+use super::rows::{bind_step, check_step_written, step_write_error};
 use super::{postgres, Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use sqlx::Row;
@@ -39,7 +39,7 @@ impl SysDb {
                 let row = bind_step(&self.q.record_step, s, &self.app_name)
                     .fetch_one(&mut *t)
                     .await
-                    .map_err(Error::db("recording a set_event"))?;
+                    .map_err(step_write_error(s, "recording a set_event"))?;
                 check_step_written(
                     s,
                     row.try_get(0).map_err(Error::db("recording a set_event"))?,

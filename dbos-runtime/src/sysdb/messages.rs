@@ -1,7 +1,7 @@
 //! `SysDb`'s message operations: `send` and `recv` on the `notifications` table.
 
 use super::backend::{in_write_tx, on_reader};
-use super::rows::{bind_step, check_step_written};
+use super::rows::{bind_step, check_step_written, step_write_error};
 use super::{is_fk_violation, now_ms, Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use crate::serialization::PORTABLE_JSON;
@@ -58,7 +58,7 @@ impl SysDb {
                     let row = bind_step(&self.q.record_step, s, &self.app_name)
                         .fetch_one(&mut *t)
                         .await
-                        .map_err(Error::db("recording a send"))?;
+                        .map_err(step_write_error(s, "recording a send"))?;
                     check_step_written(s, row.try_get(0).map_err(Error::db("recording a send"))?)
                 }
             }
@@ -114,7 +114,7 @@ impl SysDb {
             let row = bind_step(&self.q.record_step, &s, &self.app_name)
                 .fetch_one(&mut *t)
                 .await
-                .map_err(Error::db("recording a recv"))?;
+                .map_err(step_write_error(&s, "recording a recv"))?;
             check_step_written(&s, row.try_get(0).map_err(Error::db("recording a recv"))?)
                 .map(|()| msg)
         })

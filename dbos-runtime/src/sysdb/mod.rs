@@ -13,6 +13,7 @@
 mod backend;
 mod events;
 mod gate;
+mod manage;
 mod messages;
 mod postgres;
 mod queries;
@@ -23,6 +24,8 @@ mod transactions;
 mod tx;
 mod workflows;
 
+pub(crate) use manage::NewFork;
+pub use manage::{StepInfo, WorkflowFilter, WorkflowInfo};
 pub(crate) use messages::NULL_TOPIC;
 pub(crate) use rows::{Claimed, NewWorkflow, Outcome, StepRow, StepWrite, WorkflowRow};
 pub use tx::{FromRow, Isolation, Numeric, Param, Tx, TxOptions, TxQuery};
@@ -59,6 +62,8 @@ pub(crate) enum Change<'a> {
     Message(&'a str),
     /// Event `<workflow>::<key>` was set.
     Event(&'a str),
+    /// Workflow `<workflow>` was cancelled (by our API in another process).
+    Cancelled(&'a str),
     /// Something changed that no key names (another process wrote the SQLite file, or the
     /// `LISTEN` connection was lost and notifications may be missing): every waiter re-checks.
     Unknown,

@@ -12,6 +12,9 @@ const DDL: &str = include_str!("postgres.sql");
 pub(crate) const NOTIFICATIONS_CHANNEL: &str = "dbos_notifications_channel";
 pub(crate) const EVENTS_CHANNEL: &str = "dbos_workflow_events_channel";
 const STREAMS_CHANNEL: &str = "dbos_streams_channel";
+/// Ours (DBOS has none): the payload is a workflow ID just cancelled, so a process running it
+/// stops it at once instead of at its next checkpoint write.
+pub(crate) const CANCEL_CHANNEL: &str = "dbos_workflow_cancel_channel";
 const MIGRATION_LOCK: i64 = 1234567890;
 
 #[derive(Clone, Debug)]
@@ -217,6 +220,7 @@ impl PgDb {
                     Ok(Some(n)) => match n.channel() {
                         NOTIFICATIONS_CHANNEL => on_change(Change::Message(n.payload())),
                         EVENTS_CHANNEL => on_change(Change::Event(n.payload())),
+                        CANCEL_CHANNEL => on_change(Change::Cancelled(n.payload())),
                         _ => {}
                     },
                     // Lost and reconnected: whatever was sent in between is gone.
@@ -244,11 +248,16 @@ impl PgDb {
     }
 }
 
-/// A fresh LISTEN connection on DBOS's three channels.
+/// A fresh LISTEN connection on DBOS's three channels and ours.
 async fn subscribe(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
-        .listen_all([NOTIFICATIONS_CHANNEL, EVENTS_CHANNEL, STREAMS_CHANNEL])
+        .listen_all([
+            NOTIFICATIONS_CHANNEL,
+            EVENTS_CHANNEL,
+            STREAMS_CHANNEL,
+            CANCEL_CHANNEL,
+        ])
         .await?;
     Ok(listener)
 }

@@ -23,16 +23,28 @@ pub(super) struct Queries {
     pub(super) get_event: String,
 }
 
+/// The `function_name` of a step write, `$3`, or NULL when workflow `$1` is CANCELLED: the
+/// NOT NULL violation stops the write (and, in a transaction step, the `COMMIT` sent after
+/// it), so nothing is recorded for a cancelled workflow, whoever cancelled it.
+pub(super) fn cancel_guard(p: &str) -> String {
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM {p}workflow_status WHERE workflow_uuid = $1 \
+         AND status = 'CANCELLED') THEN NULL ELSE $3 END"
+    )
+}
+
 impl Queries {
     pub(super) fn new(p: &str) -> Queries {
+        let guard = cancel_guard(p);
         Queries {
             insert_workflow: format!(
                 "INSERT INTO {p}workflow_status (workflow_uuid, status, name, inputs, executor_id, \
                  application_version, application_name, owner_xid, parent_workflow_id, queue_name, \
-                 recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{PORTABLE_JSON}', $12, $12, $13, 0) \
+                 recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority, \
+                 workflow_timeout_ms, workflow_deadline_epoch_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{PORTABLE_JSON}', $12, $12, $13, 0, $14, $15) \
                  ON CONFLICT (workflow_uuid) DO UPDATE SET updated_at = EXCLUDED.updated_at \
-                 RETURNING status, name, owner_xid, output, error, serialization"
+                 RETURNING status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms"
             ),
             complete_workflow: format!(
                 "UPDATE {p}workflow_status SET status = $2, output = $3, error = $4, \
@@ -40,13 +52,13 @@ impl Queries {
                  WHERE workflow_uuid = $1 AND status = 'PENDING'"
             ),
             get_workflow: format!(
-                "SELECT status, name, owner_xid, output, error, serialization \
+                "SELECT status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms \
                  FROM {p}workflow_status WHERE workflow_uuid = $1"
             ),
             record_step: format!(
                 "INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
                  child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 VALUES ($1, $2, {guard}, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
                  SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
                  RETURNING completed_at_epoch_ms, function_name, child_workflow_id"
@@ -72,11 +84,14 @@ impl Queries {
             claim: format!(
                 "UPDATE {p}workflow_status SET status = 'PENDING', executor_id = $1, application_version = $2, \
                  application_name = $3, started_at_epoch_ms = $4, rate_limited = FALSE, \
-                 recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4 \
+                 recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4, \
+                 workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL \
+                 AND workflow_deadline_epoch_ms IS NULL THEN $4 + workflow_timeout_ms \
+                 ELSE workflow_deadline_epoch_ms END \
                  WHERE workflow_uuid = $5 AND status = 'ENQUEUED' AND queue_name = $6 \
                  AND (application_version = $2 OR application_version IS NULL) \
                  AND (application_name = $3 OR application_name IS NULL) \
-                 RETURNING workflow_uuid, name, inputs, serialization, recovery_attempts"
+                 RETURNING workflow_uuid, name, inputs, serialization, recovery_attempts, workflow_deadline_epoch_ms"
             ),
             dead_letter: format!(
                 "UPDATE {p}workflow_status SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', queue_name = NULL, \

@@ -15,6 +15,11 @@ pub(crate) struct NewWorkflow<'a> {
     /// `Some(queue)`: `ENQUEUED` on that queue, for a dispatcher to claim; `None`: `PENDING`,
     /// run here now.
     pub queue: Option<&'a str>,
+    /// `workflow_timeout_ms`.
+    pub timeout_ms: Option<i64>,
+    /// `workflow_deadline_epoch_ms`: set for a direct start with a timeout, or inherited from
+    /// the parent; an enqueued workflow's is set when a dispatcher claims it.
+    pub deadline_ms: Option<i64>,
 }
 
 /// What the start upsert found: our own new row or the existing one.
@@ -26,6 +31,7 @@ pub(crate) struct WorkflowRow {
     pub output: Option<String>,
     pub error: Option<String>,
     pub serialization: Option<String>,
+    pub deadline_ms: Option<i64>,
 }
 
 /// A recorded operation (`operation_outputs` row).
@@ -61,6 +67,7 @@ pub(crate) struct Claimed {
     pub inputs: Option<String>,
     pub serialization: Option<String>,
     pub recovery_attempts: i64,
+    pub deadline_ms: Option<i64>,
 }
 
 /// A workflow's terminal outcome, serialized.
@@ -108,7 +115,22 @@ where
         inputs: r.try_get(2).map_err(e())?,
         serialization: r.try_get(3).map_err(e())?,
         recovery_attempts: r.try_get::<Option<i64>, _>(4).map_err(e())?.unwrap_or(0),
+        deadline_ms: r.try_get::<Option<i64>, _>(5).map_err(e())?,
     })
+}
+
+/// The error of a step write: the cancel guard's NOT NULL violation is
+/// [`Error::WorkflowCancelled`], anything else a database error while `doing`.
+pub(super) fn step_write_error<'a>(
+    s: &'a StepWrite<'_>,
+    doing: &'static str,
+) -> impl FnOnce(sqlx::Error) -> Error + 'a {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::NotNullViolation => {
+            Error::WorkflowCancelled(s.workflow_id.to_owned())
+        }
+        _ => Error::db(doing)(e),
+    }
 }
 
 /// Rule 10: the returned completion time is ours unless another execution wrote the row first.
@@ -127,6 +149,7 @@ pub(super) fn workflow_row<R: Row>(row: &R) -> Result<WorkflowRow>
 where
     usize: sqlx::ColumnIndex<R>,
     String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
     let map = Error::db("reading a workflow row");
     let get = |i: usize| row.try_get::<Option<String>, _>(i);
@@ -137,6 +160,9 @@ where
         output: get(3).map_err(Error::db("reading a workflow row"))?,
         error: get(4).map_err(Error::db("reading a workflow row"))?,
         serialization: get(5).map_err(Error::db("reading a workflow row"))?,
+        deadline_ms: row
+            .try_get::<Option<i64>, _>(6)
+            .map_err(Error::db("reading a workflow row"))?,
     })
 }
 

@@ -2,7 +2,9 @@
 //! recovery of pending workflows, claims from a queue, dead-lettering and application versions.
 
 use super::backend::{on_reader, on_writer};
-use super::rows::{bind_step, check_step_written, claimed_row, step_row, workflow_row};
+use super::rows::{
+    bind_step, check_step_written, claimed_row, step_row, step_write_error, workflow_row,
+};
 use super::{
     now_ms, Backend, Claimed, NewWorkflow, Outcome, StepRow, StepWrite, SysDb, WorkflowRow,
 };
@@ -16,6 +18,11 @@ impl SysDb {
         let (status, queue, attempts, started) = match w.queue {
             Some(queue) => ("ENQUEUED", Some(queue), 0_i64, None),
             None => ("PENDING", None, 1_i64, Some(now)),
+        };
+        // A direct start's timeout runs from now; an enqueued one's from its claim.
+        let deadline = match (w.queue, w.timeout_ms) {
+            (None, Some(t)) => Some(now.saturating_add(t)),
+            _ => w.deadline_ms,
         };
         self.metrics.add_commit();
         on_writer!(&self.sys, |p| {
@@ -33,6 +40,8 @@ impl SysDb {
                 .bind(attempts)
                 .bind(now)
                 .bind(started)
+                .bind(w.timeout_ms)
+                .bind(deadline)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("starting a workflow"))?;
@@ -136,7 +145,7 @@ impl SysDb {
                         .ok_or(sqlx::Error::RowNotFound)?
                         .try_get::<Option<i64>, _>(0)
                 })
-                .map_err(Error::db("recording a step"))
+                .map_err(step_write_error(s, "recording a step"))
         })?;
         check_step_written(s, row)
     }

@@ -24,6 +24,7 @@ pub struct ErasedCall {
     pub(crate) inputs: Result<String>,
     pub(crate) body: BoxFuture<'static, Finished>,
     pub(crate) id: Option<String>,
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ErasedCall {
@@ -86,6 +87,7 @@ where
                 inputs: args.finish(),
                 body: Box::pin(body),
                 id: None,
+                timeout: None,
             },
             _types: PhantomData,
         }
@@ -95,6 +97,15 @@ where
     /// that workflow instead of running a second one.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.erased.id = Some(id.into());
+        self
+    }
+
+    /// Gives the workflow a timeout: its deadline (`now + timeout` when it starts, or when a
+    /// dispatcher takes it off its queue) is recorded, survives restarts and is inherited by
+    /// the child workflows it starts; when it passes, the workflow and its children are
+    /// cancelled (each stops at its next durable operation, and a wait ends at once).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.erased.timeout = Some(timeout);
         self
     }
 

@@ -1,6 +1,6 @@
 //! A started workflow: its handle, its status, and waiting for its outcome.
 
-use super::call::Finished;
+use super::Local;
 use crate::context;
 use crate::error::{Error, PortableError, Result, WorkflowError};
 use crate::notify::done_key;
@@ -13,7 +13,6 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// The status of a workflow, as its row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +30,7 @@ pub struct WorkflowStatus {
 pub struct WorkflowHandle<T, E = Error> {
     id: String,
     rt: Runtime,
-    local: Mutex<Option<oneshot::Receiver<Finished>>>,
+    local: Mutex<Option<Local>>,
     _types: PhantomData<fn() -> (T, E)>,
 }
 
@@ -48,7 +47,7 @@ where
     T: DeserializeOwned + Serialize + Send + 'static,
     E: WorkflowError,
 {
-    pub(crate) fn new(id: String, rt: Runtime, local: Option<oneshot::Receiver<Finished>>) -> Self {
+    pub(crate) fn new(id: String, rt: Runtime, local: Option<Local>) -> Self {
         WorkflowHandle {
             id,
             rt,
@@ -77,14 +76,19 @@ where
     /// Waits for the workflow to finish and returns its result (its recorded error, for a
     /// failed one). Called from a workflow body, the result is recorded as an operation.
     pub async fn get_result(&self) -> std::result::Result<T, E> {
-        // Under the handle's runtime: recorded when called from a workflow body of it.
-        context::enter(&self.rt, async {
+        // Under the handle's runtime: recorded when called from a workflow body of it. Boxed,
+        // so a caller's future stays small however many results it awaits.
+        Box::pin(context::enter(&self.rt, async {
             let op = match operation::begin(GET_RESULT).map_err(E::from)? {
                 Site::Workflow(Begun::Recorded(row)) => return replay_step(&row),
                 Site::Workflow(Begun::Run(op)) => Some(op),
                 Site::InStep(..) | Site::Outside(_) => None,
             };
-            let (outcome, typed) = self.wait().await.map_err(E::from)?;
+            let (outcome, typed) = match &op {
+                Some(op) => op.wait(self.wait()).await.map_err(E::from)?,
+                None => self.wait().await,
+            }
+            .map_err(E::from)?;
             if let Some(op) = op {
                 let (output, error) = match &outcome {
                     Ok(o) => (Some(o.as_str()), None),
@@ -103,7 +107,7 @@ where
                 .map_err(E::from)?;
             }
             decode_finished(outcome, typed)
-        })
+        }))
         .await
     }
 
@@ -117,11 +121,30 @@ where
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
-        if let Some(rx) = local {
-            if let Ok(f) = rx.await {
-                return Ok((f.outcome, f.typed));
+        if let Some(Local { mut rx, ctx }) = local {
+            // The execution here hands its outcome over. A cancel settles the wait at once
+            // (the execution may still be finishing a step body): then the row answers.
+            let cancelled = async {
+                ctx.cancelled().await;
+                self.rt.db().get_workflow(&self.id).await
+            };
+            tokio::select! {
+                biased;
+                f = &mut rx => {
+                    if let Ok(f) = f {
+                        return Ok((f.outcome, f.typed));
+                    }
+                    // It stopped without an outcome (shutdown, conflict): read the row.
+                }
+                row = cancelled => {
+                    if let Some(row) = row? {
+                        if row.status == "CANCELLED" {
+                            return Ok((row_outcome(&self.id, &row)?, None));
+                        }
+                    }
+                    // Resumed since: wait for the new execution's outcome.
+                }
             }
-            // The execution stopped without an outcome (shutdown, conflict): read the row.
         }
         let row = wait_for_outcome(&self.rt, &self.id).await?;
         Ok((row_outcome(&self.id, &row)?, None))

@@ -68,7 +68,7 @@ where
 pub(crate) async fn start_erased(
     call: ErasedCall,
     queue: Option<&str>,
-) -> Result<(Runtime, String, Option<oneshot::Receiver<Finished>>)> {
+) -> Result<(Runtime, String, Option<Local>)> {
     match operation::begin(call.name)? {
         Site::InStep(..) => Err(Error::InStep("starting a workflow")),
         Site::Outside(rt) => {
@@ -79,7 +79,7 @@ pub(crate) async fn start_erased(
             validate_id(&id)?;
             // A client runs nothing: what it starts waits on the queue for a launched runtime.
             let queue = queue.or((rt.mode() == Mode::Connected).then_some(INTERNAL_QUEUE));
-            let local = insert_and_run(&rt, call, &id, None, queue).await?;
+            let local = insert_and_run(&rt, call, &id, None, queue, None).await?;
             Ok((rt, id, local))
         }
         Site::Workflow(Begun::Recorded(row)) => {
@@ -104,7 +104,9 @@ pub(crate) async fn start_erased(
                 .unwrap_or_else(|| format!("{parent}-{}", op.position()));
             validate_id(&id)?;
             let rt = op.rt().clone();
-            let local = insert_and_run(&rt, call, &id, Some(parent), queue).await?;
+            // A child without a timeout of its own inherits its parent's deadline.
+            let inherited = op.ctx().deadline_ms;
+            let local = insert_and_run(&rt, call, &id, Some(parent), queue, inherited).await?;
             match op.record(None, None, Some(&id), None).await {
                 Ok(()) => Ok((rt, id, local)),
                 Err(Error::ConcurrentExecution { .. }) => {
@@ -139,8 +141,21 @@ async fn insert_and_run(
     id: &str,
     parent: Option<&str>,
     queue: Option<&str>,
-) -> Result<Option<oneshot::Receiver<Finished>>> {
+    inherited_deadline: Option<i64>,
+) -> Result<Option<Local>> {
     let inputs = call.inputs?;
+    let timeout_ms =
+        match call.timeout {
+            Some(t) => Some(i64::try_from(t.as_millis()).map_err(|_| {
+                Error::InvalidArgument(format!("workflow timeout {t:?} is too long"))
+            })?),
+            None => None,
+        };
+    if timeout_ms == Some(0) {
+        return Err(Error::InvalidArgument(
+            "a workflow timeout must be positive".into(),
+        ));
+    }
     let owner = uuid::Uuid::new_v4().to_string();
     let row = rt
         .db()
@@ -151,6 +166,12 @@ async fn insert_and_run(
             owner_xid: &owner,
             parent_id: parent,
             queue,
+            timeout_ms,
+            deadline_ms: if timeout_ms.is_some() {
+                None
+            } else {
+                inherited_deadline
+            },
         })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {
@@ -164,6 +185,7 @@ async fn insert_and_run(
             call.body,
             Vec::new(),
             false,
+            row.deadline_ms,
         )));
     }
     let existing = row.name.as_deref().unwrap_or("");
@@ -178,25 +200,38 @@ async fn insert_and_run(
 }
 
 /// Runs a workflow body in its own task under a fresh context; records the outcome.
+///
+/// With a deadline, a timer in the same task cancels the workflow (and its descendants) when
+/// it passes; the body stops at its next operation. An execution that saw its workflow
+/// cancelled, or handed off, records no outcome: the row says what happened.
 pub(crate) fn spawn_execution(
     rt: &Runtime,
     id: String,
     body: BoxFuture<'static, Finished>,
     recorded: Vec<StepRow>,
     resumed: bool,
-) -> oneshot::Receiver<Finished> {
+    deadline_ms: Option<i64>,
+) -> Local {
     let (tx, rx) = oneshot::channel();
-    let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed));
+    let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed, deadline_ms));
+    let serial = rt.execution_starts(&id, ctx.cancelled.clone());
     let current = Current {
         rt: rt.clone(),
         wf: Some(ctx.clone()),
         in_step: false,
     };
+    let current_ctx = ctx.clone();
     let rt2 = rt.clone();
-    let task_id = id.clone();
     let task = rt.spawn(async move {
         let rt = rt2;
-        let run = context::scope(current, AssertUnwindSafe(body).catch_unwind()).await;
+        let run = context::scope(current, AssertUnwindSafe(body).catch_unwind());
+        let ctx = current_ctx;
+        // Boxed: the cancel it may run is a large future, needed only at a deadline.
+        let expiry = Box::pin(expire_at(&rt, &id, deadline_ms));
+        let run = tokio::select! {
+            run = run => run,
+            never = expiry => match never {},
+        };
         let finished = match run {
             Ok(f) => f,
             Err(panic) => {
@@ -208,8 +243,11 @@ pub(crate) fn spawn_execution(
                 }
             }
         };
-        // Another execution recorded one of our operations first: it owns the outcome.
-        if !ctx.handed_off() {
+        if ctx.is_cancelled() {
+            tracing::info!(workflow_id = %id, "workflow cancelled; it stopped without an outcome");
+        } else if !ctx.handed_off() {
+            // (Handed off: another execution recorded one of our operations first and owns
+            // the outcome.)
             let outcome = match &finished.outcome {
                 Ok(o) => Ok(Outcome::Success(o.clone())),
                 Err(p) => serialization::to_json(p, "an error").map(Outcome::Error),
@@ -228,10 +266,33 @@ pub(crate) fn spawn_execution(
             }
         }
         rt.notifier().notify(&done_key(&id));
-        rt.task_done(&id);
+        rt.execution_done(serial);
     });
-    rt.track_task(task_id, task.abort_handle());
-    rx
+    rt.execution_spawned(serial, task.abort_handle());
+    Local { rx, ctx }
+}
+
+/// An execution running in this process, as its starter holds it.
+pub(crate) struct Local {
+    /// Its outcome, sent only when it is what the row now says.
+    pub rx: oneshot::Receiver<Finished>,
+    /// Its context: whether the workflow was cancelled while it ran.
+    pub ctx: Arc<WfCtx>,
+}
+
+/// Cancels workflow `id` and its descendants once `deadline_ms` passes, then never resolves
+/// (the body runs on to its next operation and stops there).
+async fn expire_at(rt: &Runtime, id: &str, deadline_ms: Option<i64>) -> std::convert::Infallible {
+    if let Some(deadline) = deadline_ms {
+        tokio::time::sleep_until(operation::instant_at(deadline)).await;
+        tracing::info!(workflow_id = %id, "workflow timed out; cancelling it and its children");
+        if let Err(e) = Box::pin(rt.cancel_workflows(id, true)).await {
+            // The row stays as it is; the body is stopped here all the same.
+            tracing::warn!(workflow_id = %id, "cancelling a timed-out workflow failed: {e}");
+            rt.cancel_local(id);
+        }
+    }
+    std::future::pending().await
 }
 
 /// Writes the terminal status; `true` when this execution's outcome is what the row now holds.

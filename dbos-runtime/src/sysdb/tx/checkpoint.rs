@@ -4,6 +4,8 @@
 
 use super::Tx;
 use crate::error::{Error, Result};
+use crate::sysdb::queries::cancel_guard;
+use crate::sysdb::rows::step_write_error;
 use crate::sysdb::{unique_violation, StepWrite};
 
 impl Tx {
@@ -20,7 +22,8 @@ impl Tx {
         let sql = format!(
             "INSERT INTO {prefix}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
              child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+             VALUES ($1, $2, {}, $4, $5, $6, $7, $8, $9, $10)",
+            cancel_guard(prefix)
         );
         let done = self
             .query(&sql)
@@ -44,10 +47,9 @@ impl Tx {
                     function_id: s.function_id,
                 })
             }
-            Err(Error::Database { source, .. }) => Err(Error::Database {
-                doing: "recording a transaction step",
-                source,
-            }),
+            Err(Error::Database { source, .. }) => {
+                Err(step_write_error(s, "recording a transaction step")(source))
+            }
             Err(e) => Err(e),
         }
     }
