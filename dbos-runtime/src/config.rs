@@ -50,6 +50,25 @@ pub struct DbosConfig {
     /// crash; a statement it had already sent may still commit after shutdown returns.
     /// `Duration::ZERO` cuts every running workflow off at once, as a crash would.
     pub shutdown_timeout: std::time::Duration,
+    /// The admin server's port (DBOS's is 3001), or `None` (the default) for no admin server.
+    /// It serves DBOS's admin endpoints (health, recovery, workflow list, get, steps, cancel,
+    /// resume, fork, garbage collection) on a launched runtime. Needs the `admin` feature.
+    pub admin_port: Option<u16>,
+    /// The address the admin server binds: `127.0.0.1` unless set.
+    pub admin_address: std::net::IpAddr,
+    /// A bearer token every admin request must carry (`Authorization: Bearer <token>`), else
+    /// 401. [`DbosConfig::from_env`] reads it from `DBOS_ADMIN_TOKEN`.
+    pub admin_token: Option<Secret>,
+}
+
+/// A secret string: shown as `<redacted>` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl DbosConfig {
@@ -70,6 +89,9 @@ impl DbosConfig {
             max_connections: 16,
             scheduler_catch_up: None,
             shutdown_timeout: std::time::Duration::from_secs(10),
+            admin_port: None,
+            admin_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            admin_token: None,
         }
     }
 
@@ -90,7 +112,8 @@ impl DbosConfig {
     }
 
     /// Like [`DbosConfig::new`], then reads `DBOS_DATABASE_URL`, `DBOS_SYSTEM_DATABASE_URL`,
-    /// `DBOS__VMID` (executor) and `DBOS__APPVERSION` from the environment when set.
+    /// `DBOS__VMID` (executor), `DBOS__APPVERSION`, `DBOS_ADMIN_PORT` (a port, or `off`) and
+    /// `DBOS_ADMIN_TOKEN` from the environment when set.
     pub fn from_env(name: impl Into<String>) -> Self {
         let mut cfg = Self::new(name);
         if let Some(url) = env_nonempty("DBOS_DATABASE_URL") {
@@ -99,7 +122,32 @@ impl DbosConfig {
         if let Some(url) = env_nonempty("DBOS_SYSTEM_DATABASE_URL") {
             cfg.system_database_url = Some(url);
         }
+        match env_nonempty("DBOS_ADMIN_PORT").as_deref() {
+            None => {}
+            Some("off") => cfg.admin_port = None,
+            Some(port) => match port.parse() {
+                Ok(p) => cfg.admin_port = Some(p),
+                Err(_) => {
+                    tracing::warn!("DBOS_ADMIN_PORT={port} is not a port number; no admin server")
+                }
+            },
+        }
+        if let Some(token) = env_nonempty("DBOS_ADMIN_TOKEN") {
+            cfg.admin_token = Some(Secret(token));
+        }
         cfg
+    }
+
+    /// Serves the admin server on `port` (see [`DbosConfig::admin_port`]).
+    pub fn with_admin_server(mut self, port: u16) -> Self {
+        self.admin_port = Some(port);
+        self
+    }
+
+    /// Requires `token` on every admin request (see [`DbosConfig::admin_token`]).
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(Secret(token.into()));
+        self
     }
 
     /// Sets the application version (use `env!("CARGO_PKG_VERSION")` of your crate).

@@ -4,6 +4,7 @@
 use crate::config::DbosConfig;
 use crate::context;
 use crate::error::{Error, Result, WorkflowError};
+use crate::manage::{ForkOptions, StepInfo, WorkflowFilter, WorkflowInfo};
 use crate::metrics::MetricsSnapshot;
 use crate::runtime::{Mode, Runtime};
 use crate::workflow::{self, WorkflowCall, WorkflowHandle, WorkflowStatus};
@@ -19,6 +20,7 @@ impl Runtime {
     /// to a state we cannot finish, or two workflows registered under one name.
     pub async fn launch(cfg: DbosConfig) -> Result<Runtime> {
         let rt = Runtime::open(cfg, Mode::Launched).await?;
+        start_admin(&rt).await?;
         rt.db().insert_app_version().await?;
         rt.listen().await?;
         crate::recovery::recover_pending(&rt).await?;
@@ -142,6 +144,37 @@ impl Runtime {
         timeout: Duration,
     ) -> Result<Option<V>> {
         context::enter(self, crate::events::get_event(workflow_id, key, timeout)).await
+    }
+}
+
+/// Starts the admin server when one is configured (feature `admin`).
+async fn start_admin(rt: &Runtime) -> Result<()> {
+    if rt.config().admin_port.is_none() {
+        return Ok(());
+    }
+    #[cfg(feature = "admin")]
+    {
+        // A process killed a moment ago may still hold the port for a few milliseconds.
+        let mut delay = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        loop {
+            match crate::admin::start(rt) {
+                Ok(()) => return Ok(()),
+                Err(e) if waited < Duration::from_secs(2) => {
+                    tracing::info!("{e}; retrying");
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(feature = "admin"))]
+    {
+        Err(Error::Config(
+            "admin_port is set, but dbos-runtime was built without its `admin` feature".into(),
+        ))
     }
 }
 
@@ -296,5 +329,52 @@ impl DBOS {
     /// Counters of the current runtime's database work.
     pub fn metrics() -> Result<MetricsSnapshot> {
         Ok(context::runtime()?.metrics_snapshot())
+    }
+}
+
+/// Operating workflows from the static API: see `manage.rs`.
+impl DBOS {
+    /// [`Runtime::list_workflows`] on the current runtime.
+    pub async fn list_workflows(filter: &WorkflowFilter) -> Result<Vec<WorkflowInfo>> {
+        crate::context::runtime()?.list_workflows(filter).await
+    }
+
+    /// [`Runtime::list_queued_workflows`] on the current runtime.
+    pub async fn list_queued_workflows(filter: &WorkflowFilter) -> Result<Vec<WorkflowInfo>> {
+        crate::context::runtime()?
+            .list_queued_workflows(filter)
+            .await
+    }
+
+    /// [`Runtime::get_workflow_steps`] on the current runtime.
+    pub async fn get_workflow_steps(workflow_id: &str) -> Result<Vec<StepInfo>> {
+        crate::context::runtime()?
+            .get_workflow_steps(workflow_id)
+            .await
+    }
+
+    /// [`Runtime::cancel_workflow`] on the current runtime.
+    pub async fn cancel_workflow(workflow_id: &str) -> Result<bool> {
+        crate::context::runtime()?
+            .cancel_workflow(workflow_id)
+            .await
+    }
+
+    /// [`Runtime::resume_workflow`] on the current runtime.
+    pub async fn resume_workflow(workflow_id: &str) -> Result<bool> {
+        crate::context::runtime()?
+            .resume_workflow(workflow_id)
+            .await
+    }
+
+    /// [`Runtime::fork_workflow`] on the current runtime.
+    pub async fn fork_workflow(
+        workflow_id: &str,
+        start_step: i32,
+        options: ForkOptions,
+    ) -> Result<String> {
+        crate::context::runtime()?
+            .fork_workflow(workflow_id, start_step, options)
+            .await
     }
 }

@@ -46,6 +46,8 @@
 
 extern crate self as dbos_runtime;
 
+#[cfg(feature = "admin")]
+mod admin;
 mod cancel;
 mod config;
 mod context;
@@ -69,7 +71,7 @@ mod sysdb;
 mod transaction;
 mod workflow;
 
-pub use config::DbosConfig;
+pub use config::{DbosConfig, Secret};
 pub use dbos::DBOS;
 pub use dbos_macros::{scheduled, step, transaction, workflow};
 pub use error::{Error, PortableError, Result, WorkflowError};

@@ -2,7 +2,6 @@
 //! The same calls work on a launched runtime and on a connected client, and act on the rows
 //! DBOS's own tools read and write (so their CLI sees what ours does, and the reverse).
 
-use crate::dbos::DBOS;
 use crate::error::{Error, Result};
 use crate::queue::INTERNAL_QUEUE;
 use crate::runtime::Runtime;
@@ -174,51 +173,5 @@ impl Runtime {
         keep: Option<u64>,
     ) -> Result<u64> {
         self.db().garbage_collect(cutoff_epoch_ms, keep).await
-    }
-}
-
-impl DBOS {
-    /// [`Runtime::list_workflows`] on the current runtime.
-    pub async fn list_workflows(filter: &WorkflowFilter) -> Result<Vec<WorkflowInfo>> {
-        crate::context::runtime()?.list_workflows(filter).await
-    }
-
-    /// [`Runtime::list_queued_workflows`] on the current runtime.
-    pub async fn list_queued_workflows(filter: &WorkflowFilter) -> Result<Vec<WorkflowInfo>> {
-        crate::context::runtime()?
-            .list_queued_workflows(filter)
-            .await
-    }
-
-    /// [`Runtime::get_workflow_steps`] on the current runtime.
-    pub async fn get_workflow_steps(workflow_id: &str) -> Result<Vec<StepInfo>> {
-        crate::context::runtime()?
-            .get_workflow_steps(workflow_id)
-            .await
-    }
-
-    /// [`Runtime::cancel_workflow`] on the current runtime.
-    pub async fn cancel_workflow(workflow_id: &str) -> Result<bool> {
-        crate::context::runtime()?
-            .cancel_workflow(workflow_id)
-            .await
-    }
-
-    /// [`Runtime::resume_workflow`] on the current runtime.
-    pub async fn resume_workflow(workflow_id: &str) -> Result<bool> {
-        crate::context::runtime()?
-            .resume_workflow(workflow_id)
-            .await
-    }
-
-    /// [`Runtime::fork_workflow`] on the current runtime.
-    pub async fn fork_workflow(
-        workflow_id: &str,
-        start_step: i32,
-        options: ForkOptions,
-    ) -> Result<String> {
-        crate::context::runtime()?
-            .fork_workflow(workflow_id, start_step, options)
-            .await
     }
 }

@@ -44,12 +44,22 @@ pub(crate) struct Inner {
     listener: Mutex<Option<JoinHandle<()>>>,
     /// Set once `shutdown` begins.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Set by the admin server's `/deactivate`: schedules start no new ticks.
+    deactivated: std::sync::atomic::AtomicBool,
+    /// The admin server, when one runs: stopped at shutdown.
+    admin: Mutex<Option<AdminHandle>>,
+    /// Where the admin server listens.
+    admin_addr: Mutex<Option<std::net::SocketAddr>>,
     /// Set once `shutdown` has finished.
     stopped: tokio::sync::watch::Sender<bool>,
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
 }
+
+/// Stops a running admin server.
+pub(crate) type AdminHandle =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
 /// One workflow execution running in this process.
 struct Execution {
@@ -102,6 +112,9 @@ impl Runtime {
             listener: Mutex::new(None),
             stopping: tokio::sync::watch::Sender::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
+            deactivated: std::sync::atomic::AtomicBool::new(false),
+            admin: Mutex::new(None),
+            admin_addr: Mutex::new(None),
             tokio: tokio::runtime::Handle::current(),
         })))
     }
@@ -158,6 +171,10 @@ impl Runtime {
             return;
         }
         self.wake_dispatcher();
+        let admin = lock(&self.0.admin).take();
+        if let Some(stop) = admin {
+            stop().await;
+        }
         let listener = lock(&self.0.listener).take();
         if let Some(listener) = listener {
             // It only reads, and holds a pool connection that `close` would wait for.
@@ -348,6 +365,27 @@ impl Runtime {
         }
         self.0.notifier.notify(&crate::notify::done_key(id));
         found
+    }
+
+    /// Stops starting scheduled ticks (DBOS's `/deactivate`); queued and running work goes on.
+    pub(crate) fn deactivate(&self) {
+        self.0.deactivated.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Runtime::deactivate`] was called.
+    pub(crate) fn is_deactivated(&self) -> bool {
+        self.0.deactivated.load(Ordering::SeqCst)
+    }
+
+    /// Keeps the admin server's address and stop function: shutdown calls it first.
+    pub(crate) fn keep_admin(&self, addr: Option<std::net::SocketAddr>, stop: AdminHandle) {
+        *lock(&self.0.admin_addr) = addr;
+        *lock(&self.0.admin) = Some(stop);
+    }
+
+    /// The address the admin server listens on (useful with port 0), if one runs.
+    pub fn admin_address(&self) -> Option<std::net::SocketAddr> {
+        *lock(&self.0.admin_addr)
     }
 
     /// Keeps a background loop that writes: shutdown waits for it to stop.

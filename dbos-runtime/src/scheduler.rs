@@ -281,7 +281,8 @@ pub(crate) async fn run_schedule(rt: Runtime, name: &'static str, expr: &'static
                 if skipped > 0 {
                     tracing::warn!(workflow = name, "the scheduler fell {skipped} tick(s) behind; they are skipped");
                 }
-                if let Some(t) = fire {
+                // A deactivated process (the admin server's `/deactivate`) starts no new tick.
+                if let Some(t) = fire.filter(|_| !schedule.rt.is_deactivated()) {
                     in_flight.push(schedule.start(t, now, false));
                 }
                 next = following;

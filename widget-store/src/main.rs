@@ -168,7 +168,11 @@ fn inherited_listener() -> Result<TcpListener, Box<dyn std::error::Error>> {
 }
 
 async fn serve(listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {
-    let config = DbosConfig::from_env("widget_store").with_version(env!("CARGO_PKG_VERSION"));
+    let mut config = DbosConfig::from_env("widget_store").with_version(env!("CARGO_PKG_VERSION"));
+    if std::env::var_os("DBOS_ADMIN_PORT").is_none() {
+        // The admin server on DBOS's port, on localhost (DBOS_ADMIN_PORT=off turns it off).
+        config = config.with_admin_server(3001);
+    }
     DBOS::launch(config).await?;
     store::migrate().await?;
     listener.set_nonblocking(true)?;

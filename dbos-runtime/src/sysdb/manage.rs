@@ -640,6 +640,34 @@ impl SysDb {
         })
     }
 
+    /// Moves executor `executor`'s PENDING workflows of this application version back to
+    /// their queue (or `queue` for those started without one), as DBOS's admin
+    /// `/dbos-workflow-recovery` does for a dead executor; returns their IDs.
+    pub(crate) async fn recover_executor(
+        &self,
+        executor: &str,
+        queue: &str,
+    ) -> Result<Vec<String>> {
+        let p = self.sys.prefix(&self.schema);
+        let sql = format!(
+            "UPDATE {p}workflow_status SET status = 'ENQUEUED', queue_name = COALESCE(queue_name, $4), \
+             started_at_epoch_ms = NULL, updated_at = $3 \
+             WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2 \
+             RETURNING workflow_uuid"
+        );
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            sqlx::query_scalar(&sql)
+                .bind(executor)
+                .bind(&self.app_version)
+                .bind(now_ms())
+                .bind(queue)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("recovering an executor's workflows"))
+        })
+    }
+
     /// Deletes finished workflows (with their records) created before `cutoff_ms`, or all but
     /// the newest `keep` workflows, whichever deletes more; active ones are never deleted.
     /// Returns how many workflows were deleted.

@@ -115,6 +115,7 @@ impl Store {
             .env("HOST", "127.0.0.1")
             .env("PORT", addr.port().to_string())
             .env("RUST_LOG", "warn")
+            .env("DBOS_ADMIN_PORT", "off")
             .env_remove("DBOS_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

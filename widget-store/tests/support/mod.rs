@@ -94,6 +94,7 @@ impl Store {
             .env("HOST", self.addr.ip().to_string())
             .env("PORT", self.addr.port().to_string())
             .env("RUST_LOG", "info,sqlx=warn")
+            .env("DBOS_ADMIN_PORT", "off")
             .env_remove("DBOS_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))

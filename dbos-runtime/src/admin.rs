@@ -1,0 +1,383 @@
+//! The admin server (feature `admin`, [`DbosConfig::admin_port`](crate::DbosConfig::admin_port)):
+//! DBOS's admin endpoints over HTTP, with the shapes DBOS Python 2.31 serves, on a launched
+//! runtime. JSON errors with 4xx for bad input; an optional bearer token.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /dbos-healthz` | `healthy` |
+//! | `GET or POST /deactivate` | schedules start no new ticks |
+//! | `POST /dbos-workflow-recovery` | body `["executor", ...]`: re-enqueue their PENDING workflows of this version |
+//! | `GET /dbos-workflow-queues-metadata` | the queues this process knows |
+//! | `POST /workflows`, `POST /queues` | list (filters in the body) |
+//! | `GET /workflows/{id}`, `GET /workflows/{id}/steps` | one workflow, its steps |
+//! | `POST /workflows/{id}/cancel`, `.../resume` | 204 |
+//! | `POST /workflows/{id}/restart`, `.../fork` | `{"workflow_id": new}` |
+//! | `POST /dbos-garbage-collect`, `POST /dbos-global-timeout` | 204 |
+
+use crate::error::Error;
+use crate::manage::ForkOptions;
+use crate::queue::INTERNAL_QUEUE;
+use crate::runtime::Runtime;
+use crate::sysdb::{StepInfo, WorkflowFilter, WorkflowInfo};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+struct State {
+    rt: Runtime,
+    token: Option<String>,
+}
+
+/// Binds the admin server and runs it on the current tokio runtime; the runtime stops it at
+/// shutdown.
+pub(crate) fn start(rt: &Runtime) -> crate::Result<()> {
+    let cfg = rt.config();
+    let Some(port) = cfg.admin_port else {
+        return Ok(());
+    };
+    let addr = (cfg.admin_address, port);
+    let state = web::Data::new(State {
+        rt: rt.clone(),
+        token: cfg.admin_token.as_ref().map(|t| t.0.clone()),
+    });
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .default_service(web::to(dispatch))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(addr)
+    .map_err(|e| {
+        Error::Config(format!(
+            "cannot bind the admin server to {}:{port}: {e}",
+            addr.0
+        ))
+    })?;
+    let bound = server.addrs().first().copied();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!("admin server failed: {e}");
+        }
+    });
+    tracing::info!(
+        "admin server on {}",
+        bound.map_or_else(String::new, |a| a.to_string())
+    );
+    rt.keep_admin(
+        bound,
+        Box::new(move || Box::pin(async move { handle.stop(true).await })),
+    );
+    Ok(())
+}
+
+/// An admin request's failure: its status and message.
+struct Failure(StatusCode, String);
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let status = match &e {
+            Error::NonExistentWorkflow(_) => StatusCode::NOT_FOUND,
+            Error::InvalidArgument(_) | Error::InvalidWorkflowId { .. } => StatusCode::BAD_REQUEST,
+            Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(status, e.to_string())
+    }
+}
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure(StatusCode::BAD_REQUEST, message.into())
+}
+
+type Answer = Result<HttpResponse, Failure>;
+
+async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <DBOS_ADMIN_TOKEN>)",
+            );
+        }
+    }
+    match route(&req, &body, &state.rt).await {
+        Ok(response) => response,
+        Err(Failure(status, message)) => error(status, &message),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message }))
+}
+
+async fn route(req: &HttpRequest, body: &[u8], rt: &Runtime) -> Answer {
+    let path = req.path().trim_end_matches('/');
+    let segments: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(percent_decode)
+        .collect::<Result<_, _>>()?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (req.method().as_str(), segments.as_slice()) {
+        ("GET", ["dbos-healthz"]) => Ok(HttpResponse::Ok().body("healthy")),
+        ("GET" | "POST", ["deactivate"]) => {
+            rt.deactivate();
+            Ok(HttpResponse::Ok().body("deactivated"))
+        }
+        ("POST", ["dbos-workflow-recovery"]) => {
+            let executors: Vec<String> = parse(body, "a JSON array of executor IDs")?;
+            let mut ids = Vec::new();
+            for executor in &executors {
+                ids.extend(rt.db().recover_executor(executor, INTERNAL_QUEUE).await?);
+            }
+            rt.wake_dispatcher();
+            Ok(HttpResponse::Ok().json(ids))
+        }
+        ("GET", ["dbos-workflow-queues-metadata"]) => {
+            Ok(HttpResponse::Ok().json(json!([{ "name": INTERNAL_QUEUE }])))
+        }
+        ("POST", ["workflows"]) => {
+            let f: Filters = parse_or_empty(body)?;
+            let rows = rt.list_workflows(&f.filter(false)?).await?;
+            Ok(HttpResponse::Ok().json(rows.iter().map(workflow_output).collect::<Vec<_>>()))
+        }
+        ("POST", ["queues"]) => {
+            let f: Filters = parse_or_empty(body)?;
+            let rows = rt.list_queued_workflows(&f.filter(true)?).await?;
+            Ok(HttpResponse::Ok().json(rows.iter().map(workflow_output).collect::<Vec<_>>()))
+        }
+        ("GET", ["workflows", id]) => {
+            let filter = WorkflowFilter::new().workflow_id(*id).with_payloads();
+            match rt.list_workflows(&filter).await?.first() {
+                Some(w) => Ok(HttpResponse::Ok().json(workflow_output(w))),
+                None => Err(Error::NonExistentWorkflow((*id).to_owned()).into()),
+            }
+        }
+        ("GET", ["workflows", id, "steps"]) => {
+            let steps = rt.get_workflow_steps(id).await?;
+            Ok(HttpResponse::Ok().json(steps.iter().map(step_output).collect::<Vec<_>>()))
+        }
+        ("POST", ["workflows", id, "cancel"]) => {
+            rt.cancel_workflow(id).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        ("POST", ["workflows", id, "resume"]) => {
+            rt.resume_workflow(id).await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        ("POST", ["workflows", id, "restart"]) => {
+            let new_id = rt.fork_workflow(id, 1, ForkOptions::new()).await?;
+            Ok(HttpResponse::Ok().json(json!({ "workflow_id": new_id })))
+        }
+        ("POST", ["workflows", id, "fork"]) => {
+            let f: Fork = parse_or_empty(body)?;
+            let mut options = ForkOptions::new();
+            if let Some(n) = f.new_workflow_id {
+                options = options.workflow_id(n);
+            }
+            if let Some(v) = f.application_version {
+                options = options.application_version(v);
+            }
+            let new_id = rt
+                .fork_workflow(id, f.start_step.unwrap_or(1), options)
+                .await?;
+            Ok(HttpResponse::Ok().json(json!({ "workflow_id": new_id })))
+        }
+        ("POST", ["dbos-garbage-collect"]) => {
+            let g: Collect = parse_or_empty(body)?;
+            rt.garbage_collect(g.cutoff_epoch_timestamp_ms, g.rows_threshold)
+                .await?;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        ("POST", ["dbos-global-timeout"]) => {
+            let g: Collect = parse_or_empty(body)?;
+            let cutoff = g
+                .cutoff_epoch_timestamp_ms
+                .ok_or_else(|| bad("`cutoff_epoch_timestamp_ms` is required"))?;
+            let mut filter = WorkflowFilter::new().created_between(None, Some(cutoff + 1));
+            filter.statuses = vec!["PENDING".into(), "ENQUEUED".into(), "DELAYED".into()];
+            for w in rt.list_workflows(&filter).await? {
+                rt.cancel_workflow(&w.workflow_id).await?;
+            }
+            Ok(HttpResponse::NoContent().finish())
+        }
+        (_, _) => Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("no admin route {} {}", req.method(), req.path()),
+        )),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("the body must be {what}: {e}")))
+}
+
+fn parse_or_empty<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return parse(b"{}", "a JSON object");
+    }
+    parse(body, "a JSON object")
+}
+
+fn percent_decode(segment: &str) -> Result<String, Failure> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad(format!("bad percent-encoding in `{segment}`")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad(format!("`{segment}` is not UTF-8")))
+}
+
+/// One value or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The filters of `POST /workflows` and `POST /queues` (DBOS's names).
+#[derive(Deserialize)]
+struct Filters {
+    workflow_uuids: Option<Vec<String>>,
+    workflow_ids: Option<Vec<String>>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    status: Option<OneOrMany>,
+    application_version: Option<OneOrMany>,
+    forked_from: Option<String>,
+    parent_workflow_id: Option<String>,
+    workflow_name: Option<OneOrMany>,
+    name: Option<OneOrMany>,
+    queue_name: Option<OneOrMany>,
+    executor_id: Option<OneOrMany>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+    sort_desc: Option<bool>,
+    workflow_id_prefix: Option<String>,
+    load_input: Option<bool>,
+    load_output: Option<bool>,
+}
+
+impl Filters {
+    fn filter(self, queued: bool) -> Result<WorkflowFilter, Failure> {
+        let time = |field: &str, v: Option<String>| -> Result<Option<i64>, Failure> {
+            v.map(|t| {
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|_| bad(format!("`{field}` must be an RFC 3339 time, not `{t}`")))
+            })
+            .transpose()
+        };
+        let many = |v: Option<OneOrMany>| v.map(OneOrMany::into_vec).unwrap_or_default();
+        let mut f = WorkflowFilter::new();
+        f.workflow_ids = self
+            .workflow_uuids
+            .or(self.workflow_ids)
+            .unwrap_or_default();
+        f.created_after_ms = time("start_time", self.start_time)?;
+        // DBOS's end_time is inclusive.
+        f.created_before_ms = time("end_time", self.end_time)?.map(|t| t + 1);
+        f.statuses = many(self.status);
+        f.app_versions = many(self.application_version);
+        f.forked_from = self.forked_from;
+        f.parent_workflow_id = self.parent_workflow_id;
+        f.names = many(self.workflow_name.or(self.name));
+        f.queues = many(self.queue_name);
+        f.executors = many(self.executor_id);
+        f.limit = self.limit;
+        f.offset = self.offset;
+        f.newest_first = self.sort_desc.unwrap_or(false);
+        f.id_prefix = self.workflow_id_prefix;
+        f.load_input = self.load_input.unwrap_or(false);
+        // As DBOS: the queue listing loads outputs unless told not to.
+        f.load_output = self.load_output.unwrap_or(queued);
+        Ok(f)
+    }
+}
+
+#[derive(Deserialize)]
+struct Fork {
+    start_step: Option<i32>,
+    new_workflow_id: Option<String>,
+    application_version: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Collect {
+    cutoff_epoch_timestamp_ms: Option<i64>,
+    rows_threshold: Option<u64>,
+}
+
+/// DBOS's `WorkflowsOutput`: PascalCase keys, numbers as strings.
+fn workflow_output(w: &WorkflowInfo) -> Value {
+    let s = |v: Option<i64>| v.map(|n| n.to_string());
+    json!({
+        "WorkflowUUID": w.workflow_id,
+        "Status": w.status,
+        "WorkflowName": w.name,
+        "WorkflowClassName": w.class_name,
+        "WorkflowConfigName": w.config_name,
+        "Input": w.inputs,
+        "Output": w.output,
+        "Error": w.error,
+        "CreatedAt": w.created_at.to_string(),
+        "UpdatedAt": s(w.updated_at),
+        "QueueName": w.queue_name,
+        "ApplicationVersion": w.application_version,
+        "ExecutorID": w.executor_id,
+        "WorkflowTimeoutMS": s(w.timeout_ms),
+        "WorkflowDeadlineEpochMS": s(w.deadline_epoch_ms),
+        "DeduplicationID": w.deduplication_id,
+        "Priority": w.priority.to_string(),
+        "ForkedFrom": w.forked_from,
+        "ParentWorkflowID": w.parent_workflow_id,
+        "DequeuedAt": s(w.dequeued_at),
+        "CompletedAt": s(w.completed_at),
+        "ApplicationName": w.application_name,
+    })
+}
+
+/// DBOS's `WorkflowSteps`.
+fn step_output(s: &StepInfo) -> Value {
+    json!({
+        "function_id": s.function_id,
+        "function_name": s.function_name,
+        "output": s.output,
+        "error": s.error,
+        "child_workflow_id": s.child_workflow_id,
+        "started_at_epoch_ms": s.started_at_epoch_ms.map(|n| n.to_string()),
+        "completed_at_epoch_ms": s.completed_at_epoch_ms.map(|n| n.to_string()),
+    })
+}
