@@ -56,6 +56,19 @@ impl Runtime {
         self.db().list_workflows(filter).await
     }
 
+    /// The database's query plan for [`Runtime::list_workflows`] with `filter` (Postgres
+    /// `EXPLAIN`, SQLite `EXPLAIN QUERY PLAN`): to check a listing is served by an index.
+    #[doc(hidden)]
+    pub async fn explain_list_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        queued: bool,
+    ) -> Result<String> {
+        let mut filter = filter.clone();
+        filter.queued_only = queued;
+        self.db().explain_list(&filter).await
+    }
+
     /// Workflows waiting on or taken from a queue and not finished (unless `filter` names
     /// statuses), oldest first.
     pub async fn list_queued_workflows(

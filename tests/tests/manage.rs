@@ -465,3 +465,95 @@ mod a_cancel_from_another_process_ends_a_wait_at_once {
         rt.shutdown().await;
     }
 }
+
+/// The listings operators use are served by the system tables' indexes, not a sequential scan,
+/// on 100,000 workflows (the plans are Postgres's for these rows and statistics).
+mod listings_on_100_000_workflows_use_indexes {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let db = TestDb::fresh(dbos_tests::Backend::Postgres, "manage_listing_plans").await;
+        let rt = launch(&db, "ops-plans").await;
+        let x = db.inspect().await;
+        x.exec(
+            "INSERT INTO dbos.workflow_status (workflow_uuid, status, name, queue_name, executor_id, \
+             application_version, created_at, updated_at, inputs, output, serialization) \
+             SELECT 'wf-' || i, \
+               CASE WHEN i % 100 = 0 THEN 'ERROR' WHEN i % 97 = 0 THEN 'PENDING' \
+                    WHEN i % 89 = 0 THEN 'ENQUEUED' WHEN i % 83 = 0 THEN 'CANCELLED' ELSE 'SUCCESS' END, \
+               'app::workflow_' || (i % 10), CASE WHEN i % 89 = 0 THEN 'emails' END, 'exec-' || (i % 4), \
+               '1.0', 1700000000000 + i * 1000, 1700000000000 + i * 1000, '{}', '1', 'portable_json' \
+             FROM generate_series(1, 100000) AS i; ANALYZE dbos.workflow_status",
+        )
+        .await;
+        let hour = (Some(1_700_050_000_000), Some(1_700_053_600_000));
+        let cases: Vec<(&str, WorkflowFilter, bool)> = vec![
+            (
+                "the newest 10 (the CLI's default)",
+                WorkflowFilter::new().newest_first().limit(10),
+                false,
+            ),
+            (
+                "failed ones",
+                WorkflowFilter::new()
+                    .status("ERROR")
+                    .newest_first()
+                    .limit(100),
+                false,
+            ),
+            (
+                "pending ones",
+                WorkflowFilter::new().status("PENDING"),
+                false,
+            ),
+            (
+                "one name, newest 20",
+                WorkflowFilter::new()
+                    .name("app::workflow_3")
+                    .newest_first()
+                    .limit(20),
+                false,
+            ),
+            (
+                "an hour",
+                WorkflowFilter::new().created_between(hour.0, hour.1),
+                false,
+            ),
+            (
+                "an hour of one status",
+                WorkflowFilter::new()
+                    .status("SUCCESS")
+                    .created_between(hour.0, hour.1),
+                false,
+            ),
+            (
+                "a page deep in the list",
+                WorkflowFilter::new().newest_first().limit(50).offset(5_000),
+                false,
+            ),
+            ("one ID", WorkflowFilter::new().workflow_id("wf-777"), false),
+            ("the queues", WorkflowFilter::new(), true),
+            ("one queue", WorkflowFilter::new().queue("emails"), true),
+        ];
+        for (what, filter, queued) in cases {
+            let plan = rt
+                .explain_list_workflows(&filter, queued)
+                .await
+                .expect("explain");
+            assert!(
+                !plan.contains("Seq Scan"),
+                "{what}: a sequential scan on 100,000 rows:\n{plan}"
+            );
+            println!(
+                "{what}: {}",
+                plan.lines()
+                    .map(str::trim)
+                    .filter(|l| l.contains("Scan"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            );
+        }
+        rt.shutdown().await;
+    }
+}

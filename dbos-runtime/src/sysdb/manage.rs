@@ -334,6 +334,39 @@ impl SysDb {
         })
     }
 
+    /// The query plan of the statement [`SysDb::list_workflows`] runs for `f`, one line per
+    /// row (Postgres `EXPLAIN`, SQLite `EXPLAIN QUERY PLAN`).
+    pub(crate) async fn explain_list(&self, f: &WorkflowFilter) -> Result<String> {
+        f.check()?;
+        let (sql, args) = self.list_sql(f);
+        let postgres = self.sys.is_postgres();
+        let sql = if postgres {
+            format!("EXPLAIN {sql}")
+        } else {
+            format!("EXPLAIN QUERY PLAN {sql}")
+        };
+        on_reader!(&self.sys, |p| {
+            let mut q = sqlx::query(&sql);
+            for a in &args {
+                q = match a {
+                    Arg::Text(s) => q.bind(s.as_str()),
+                    Arg::Int(i) => q.bind(*i),
+                };
+            }
+            let rows = q
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("explaining a workflow listing"))?;
+            let column = if postgres { 0 } else { 3 };
+            let lines: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>(column))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(Error::db("reading a query plan"))?;
+            Ok(lines.join("\n"))
+        })
+    }
+
     fn list_sql(&self, f: &WorkflowFilter) -> (String, Vec<Arg>) {
         let p = self.sys.prefix(&self.schema);
         let mut args: Vec<Arg> = Vec::new();
@@ -386,9 +419,15 @@ impl SysDb {
             conds.push(format!("forked_from = {m}"));
         }
         if f.queued_only {
-            conds.push("queue_name IS NOT NULL".into());
             if f.statuses.is_empty() {
-                conds.push("status IN ('ENQUEUED', 'PENDING', 'DELAYED')".into());
+                // Spelled so that each branch matches a partial index (in-flight, delayed).
+                conds.push(
+                    "((status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL) \
+                     OR (status = 'DELAYED' AND queue_name IS NOT NULL))"
+                        .into(),
+                );
+            } else {
+                conds.push("queue_name IS NOT NULL".into());
             }
         }
         let payload = |load: bool, column: &str| {
