@@ -557,3 +557,46 @@ mod listings_on_100_000_workflows_use_indexes {
         rt.shutdown().await;
     }
 }
+
+both_backends! {
+    async fn sigkill_during_forks_and_cancels_leaves_each_whole_or_absent(db: TestDb) {
+        let worker = |mode: &str| {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker_manage"));
+            cmd.env("DB_URL", &db.url)
+                .env("MODE", mode)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true);
+            cmd
+        };
+        let seeded = within("seed", worker("seed").output()).await.expect("seed");
+        assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
+        let mut next = 0u64;
+        for kill in 0..10 {
+            let mut child = worker("churn").env("START", next.to_string()).spawn().expect("spawn");
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(60..300))).await;
+            child.start_kill().expect("SIGKILL");
+            let out = within("the killed worker", child.wait_with_output()).await.expect("wait");
+            let done = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("done")).count();
+            println!("{:?}: kill {kill} after {done} forks", db.backend);
+            // The fork being made at the kill may have committed or not: the next one starts after it.
+            next += done as u64 + 1;
+        }
+        let x = db.inspect().await;
+        let s = db.sys();
+        let forks = x.rows(&format!(
+            "SELECT w.workflow_uuid, w.status, \
+               (SELECT COUNT(*) FROM {s}operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid), \
+               (SELECT COUNT(*) FROM {s}workflow_events_history h WHERE h.workflow_uuid = w.workflow_uuid), \
+               (SELECT COUNT(*) FROM {s}workflow_events e WHERE e.workflow_uuid = w.workflow_uuid) \
+             FROM {s}workflow_status w WHERE w.forked_from = 'orig' ORDER BY w.workflow_uuid"
+        )).await;
+        assert!(forks.len() >= 10, "the workers made forks: {}", forks.len());
+        for f in &forks {
+            let counts: Vec<&str> = f[2..].iter().map(|c| c.as_deref().unwrap_or("")).collect();
+            assert_eq!(counts, ["3", "1", "1"], "a fork is whole: {f:?}");
+            assert!(matches!(f[1].as_deref(), Some("ENQUEUED" | "CANCELLED")), "{f:?}");
+        }
+        println!("{:?}: {} forks after 10 SIGKILLs, each whole", db.backend, forks.len());
+    }
+}
