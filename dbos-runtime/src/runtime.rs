@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     listener: Mutex<Option<JoinHandle<()>>>,
     /// Set once `shutdown` begins.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// A check for cancelled running workflows is under way.
+    checking_cancels: std::sync::atomic::AtomicBool,
     /// Set by the admin server's `/deactivate`: schedules start no new ticks.
     deactivated: std::sync::atomic::AtomicBool,
     /// The admin server, when one runs: stopped at shutdown.
@@ -113,6 +115,7 @@ impl Runtime {
             stopping: tokio::sync::watch::Sender::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
             deactivated: std::sync::atomic::AtomicBool::new(false),
+            checking_cancels: std::sync::atomic::AtomicBool::new(false),
             admin: Mutex::new(None),
             admin_addr: Mutex::new(None),
             tokio: tokio::runtime::Handle::current(),
@@ -126,8 +129,14 @@ impl Runtime {
             .db()
             .listen(self.notifier().waiting(), move |change| {
                 if let Some(inner) = weak.upgrade() {
-                    if let crate::sysdb::Change::Cancelled(id) = change {
-                        Runtime(inner.clone()).cancel_local(id);
+                    match change {
+                        crate::sysdb::Change::Cancelled(id) => {
+                            Runtime(inner.clone()).cancel_local(id);
+                        }
+                        crate::sysdb::Change::Unknown => {
+                            Runtime(inner.clone()).check_cancelled();
+                        }
+                        _ => {}
                     }
                     inner.notifier.on_change(change);
                 }
@@ -351,6 +360,32 @@ impl Runtime {
             }
         }
         Ok(changed)
+    }
+
+    /// Checks whether any workflow running here was cancelled by a write the change feed
+    /// could not name (another process on the SQLite file, which sends no notification; or a
+    /// lost `LISTEN` connection), and stops those. One check at a time.
+    pub(crate) fn check_cancelled(&self) {
+        if self.0.checking_cancels.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut ids: Vec<String> = lock(&self.0.running)
+            .values()
+            .map(|e| e.id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.truncate(1000);
+        let rt = self.clone();
+        self.spawn(async move {
+            match rt.db().cancelled_among(&ids).await {
+                Ok(cancelled) => cancelled.iter().for_each(|id| {
+                    rt.cancel_local(id);
+                }),
+                Err(e) => tracing::debug!("checking for cancelled workflows: {e}"),
+            }
+            rt.0.checking_cancels.store(false, Ordering::SeqCst);
+        });
     }
 
     /// Marks every execution of workflow `id` in this process cancelled, and wakes whoever

@@ -530,6 +530,36 @@ impl SysDb {
         Ok(true)
     }
 
+    /// Which of `ids` are CANCELLED (a check after a change feed reported writes it could not
+    /// name: another process on the SQLite file, or a lost `LISTEN` connection).
+    pub(crate) async fn cancelled_among(&self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.sys.prefix(&self.schema);
+        let mut args = Vec::new();
+        let marks: Vec<String> = ids
+            .iter()
+            .map(|id| push(&mut args, Arg::Text(id.clone())))
+            .collect();
+        let sql = format!(
+            "SELECT workflow_uuid FROM {p}workflow_status WHERE status = 'CANCELLED' \
+             AND workflow_uuid IN ({})",
+            marks.join(", ")
+        );
+        on_reader!(&self.sys, |p| {
+            let mut q = sqlx::query_scalar(&sql);
+            for a in &args {
+                if let Arg::Text(s) = a {
+                    q = q.bind(s.as_str());
+                }
+            }
+            q.fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("checking for cancelled workflows"))
+        })
+    }
+
     /// The IDs of a workflow's children.
     pub(crate) async fn children_of(&self, id: &str) -> Result<Vec<String>> {
         let p = self.sys.prefix(&self.schema);
