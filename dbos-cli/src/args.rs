@@ -47,7 +47,7 @@ Filters:
 pub enum Command {
     Help,
     List {
-        filter: WorkflowFilter,
+        filter: Box<WorkflowFilter>,
         queued: bool,
     },
     Get(String),
@@ -160,7 +160,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
         _ if help => Command::Help,
         [] => Command::Help,
         ["workflow", "list"] => Command::List {
-            filter,
+            filter: Box::new(filter),
             queued: false,
         },
         ["workflow", "queue", "list"] => {
@@ -168,7 +168,7 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
                 filter.limit = None;
             }
             Command::List {
-                filter,
+                filter: Box::new(filter),
                 queued: true,
             }
         }
@@ -232,7 +232,7 @@ mod tests {
         assert_eq!(
             a.command,
             Command::List {
-                filter: WorkflowFilter::new().newest_first().limit(10),
+                filter: Box::new(WorkflowFilter::new().newest_first().limit(10)),
                 queued: false
             }
         );

@@ -98,23 +98,64 @@ fn bad(message: impl Into<String>) -> Failure {
 type Answer = Result<HttpResponse, Failure>;
 
 async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -> HttpResponse {
+    let mut set_cookie = None;
     if let Some(token) = &state.token {
-        let given = req
+        let header = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        // The console in a browser: `/?token=...` once, then a cookie.
+        let cookie = req.cookie(COOKIE).map(|c| c.value().to_owned());
+        let query = query_pairs(req.query_string())
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v);
+        if query.as_deref() == Some(token.as_str()) {
+            set_cookie = query.clone();
+        }
+        let given = [header, cookie, query];
+        if !given.iter().flatten().any(|g| g == token) {
             return error(
                 StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token (Authorization: Bearer <DBOS_ADMIN_TOKEN>)",
+                "missing or wrong bearer token (Authorization: Bearer <DBOS_ADMIN_TOKEN>, or open the console at /?token=<DBOS_ADMIN_TOKEN>)",
             );
         }
     }
-    match route(&req, &body, &state.rt).await {
+    let mut response = match route(&req, &body, &state.rt).await {
         Ok(response) => response,
         Err(Failure(status, message)) => error(status, &message),
+    };
+    if let Some(token) = set_cookie {
+        let cookie = actix_web::cookie::Cookie::build(COOKIE, token)
+            .path("/")
+            .http_only(true)
+            .same_site(actix_web::cookie::SameSite::Strict)
+            .finish();
+        let _ = response.add_cookie(&cookie);
     }
+    response
+}
+
+/// The cookie the console's page and API calls carry the token in.
+const COOKIE: &str = "dbos_admin_token";
+
+/// The console: one page, no external assets.
+const CONSOLE: &str = include_str!("admin/console.html");
+
+/// `a=1&b=x%20y` as pairs, percent- and plus-decoded (undecodable pairs are dropped).
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let k = percent_decode(&k.replace('+', " ")).ok()?;
+            let v = percent_decode(&v.replace('+', " ")).ok()?;
+            Some((k, v))
+        })
+        .collect()
 }
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
@@ -131,6 +172,12 @@ async fn route(req: &HttpRequest, body: &[u8], rt: &Runtime) -> Answer {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (req.method().as_str(), segments.as_slice()) {
         ("GET", ["dbos-healthz"]) => Ok(HttpResponse::Ok().body("healthy")),
+        ("GET", [] | [""]) => Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(CONSOLE)),
+        ("GET", ["console", "api", "workflows"]) => console_list(req, rt).await,
+        ("GET", ["console", "api", "overview"]) => console_overview(rt).await,
+        ("GET", ["console", "api", "workflows", id]) => console_workflow(rt, id).await,
         ("GET" | "POST", ["deactivate"]) => {
             rt.deactivate();
             Ok(HttpResponse::Ok().body("deactivated"))
@@ -217,6 +264,113 @@ async fn route(req: &HttpRequest, body: &[u8], rt: &Runtime) -> Answer {
             format!("no admin route {} {}", req.method(), req.path()),
         )),
     }
+}
+
+/// Rows per console page.
+const PAGE: u32 = 50;
+
+/// `GET /console/api/workflows?status=&name=&queue=&prefix=&from=&to=&after=<ms>:<id>`: a page
+/// of workflows, newest first, and the key of the next page.
+async fn console_list(req: &HttpRequest, rt: &Runtime) -> Answer {
+    let mut f = WorkflowFilter::new().newest_first().limit(PAGE + 1);
+    for (k, v) in query_pairs(req.query_string()) {
+        if v.is_empty() {
+            continue;
+        }
+        match k.as_str() {
+            "status" => f.statuses.push(v.to_ascii_uppercase()),
+            "name" => f.names.push(v),
+            "queue" => f.queues.push(v),
+            "prefix" => f.id_prefix = Some(v),
+            "from" | "to" => {
+                let ms = chrono::DateTime::parse_from_rfc3339(&v)
+                    .map(|t| t.timestamp_millis())
+                    .or_else(|_| v.parse::<i64>())
+                    .map_err(|_| bad(format!("`{k}` must be a time, not `{v}`")))?;
+                if k == "from" {
+                    f.created_after_ms = Some(ms);
+                } else {
+                    f.created_before_ms = Some(ms);
+                }
+            }
+            "after" => {
+                let (at, id) = v
+                    .split_once(':')
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                    .ok_or_else(|| bad(format!("`after` must be <ms>:<id>, not `{v}`")))?;
+                f.after_key = Some((at, id));
+            }
+            "token" => {}
+            other => return Err(bad(format!("unknown filter `{other}`"))),
+        }
+    }
+    let mut rows = rt.list_workflows(&f).await?;
+    let next = (rows.len() > PAGE as usize).then(|| {
+        rows.truncate(PAGE as usize);
+        rows.last()
+            .map(|w| format!("{}:{}", w.created_at, w.workflow_id))
+    });
+    Ok(HttpResponse::Ok().json(json!({ "rows": rows, "next": next.flatten() })))
+}
+
+/// `GET /console/api/overview`: counts by status, activity over the last five minutes in
+/// 10-second buckets, and each queue's backlog.
+async fn console_overview(rt: &Runtime) -> Answer {
+    let now = crate::sysdb::now_ms();
+    let counts: serde_json::Map<String, Value> = rt
+        .db()
+        .status_counts()
+        .await?
+        .into_iter()
+        .map(|(s, n)| (s, json!(n)))
+        .collect();
+    let activity: Vec<Value> = rt
+        .db()
+        .activity(now - 300_000, 10_000)
+        .await?
+        .into_iter()
+        .map(|(t, started, finished)| json!({ "t": t, "started": started, "finished": finished }))
+        .collect();
+    let queues: Vec<Value> = rt
+        .db()
+        .queue_depths()
+        .await?
+        .into_iter()
+        .map(|(name, waiting, running)| json!({ "name": name, "waiting": waiting, "running": running }))
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(json!({ "now": now, "counts": counts, "activity": activity, "queues": queues })))
+}
+
+/// `GET /console/api/workflows/{id}`: the workflow with its payloads, steps, children, events
+/// and the messages sent to it.
+async fn console_workflow(rt: &Runtime, id: &str) -> Answer {
+    let filter = WorkflowFilter::new().workflow_id(id).with_payloads();
+    let workflow = rt
+        .list_workflows(&filter)
+        .await?
+        .pop()
+        .ok_or_else(|| Error::NonExistentWorkflow(id.to_owned()))?;
+    let steps = rt.get_workflow_steps(id).await?;
+    let children = rt.list_workflows(&WorkflowFilter::new().parent(id)).await?;
+    let (events, messages) = rt.db().events_and_messages(id).await?;
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|(key, value)| json!({ "key": key, "value": value }))
+        .collect();
+    let messages: Vec<Value> = messages
+        .into_iter()
+        .map(|(topic, message, consumed, at)| {
+            json!({ "topic": topic, "message": message, "consumed": consumed, "at": at })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "workflow": workflow,
+        "steps": steps,
+        "children": children,
+        "events": events,
+        "messages": messages,
+    })))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Failure> {

@@ -1,5 +1,8 @@
 //! Test support: fresh databases per test on both backends, and helpers to run real processes.
 
+pub mod http;
+pub mod webdriver;
+
 use dbos_runtime::DbosConfig;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -59,6 +59,8 @@ pub struct WorkflowFilter {
     pub load_output: bool,
     /// Only workflows on a queue that are not finished (unless statuses say otherwise).
     pub(crate) queued_only: bool,
+    /// Keyset paging: only rows after this `(created_at, workflow_id)` in the listing's order.
+    pub(crate) after_key: Option<(i64, String)>,
 }
 
 impl WorkflowFilter {
@@ -430,6 +432,18 @@ impl SysDb {
                 conds.push("queue_name IS NOT NULL".into());
             }
         }
+        if let Some((at, id)) = &f.after_key {
+            let a = push(&mut args, Arg::Int(*at));
+            let b = push(&mut args, Arg::Text(id.clone()));
+            let (cmp, a2) = if f.newest_first {
+                ("<", a.clone())
+            } else {
+                (">", a.clone())
+            };
+            conds.push(format!(
+                "(created_at {cmp} {a} OR (created_at = {a2} AND workflow_uuid {cmp} {b}))"
+            ));
+        }
         let payload = |load: bool, column: &str| {
             if load {
                 column.to_owned()
@@ -558,6 +572,111 @@ impl SysDb {
                 .await
                 .map_err(Error::db("checking for cancelled workflows"))
         })
+    }
+
+    /// Counts of workflows by status.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) async fn status_counts(&self) -> Result<Vec<(String, i64)>> {
+        let p = self.sys.prefix(&self.schema);
+        let sql = format!(
+            "SELECT COALESCE(status, ''), COUNT(*) FROM {p}workflow_status GROUP BY status ORDER BY 1"
+        );
+        on_reader!(&self.sys, |p| {
+            sqlx::query_as(&sql)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("counting workflows"))
+        })
+    }
+
+    /// Workflows created and finished per `bucket_ms` since `since_ms`: `(bucket start,
+    /// created, finished)`, oldest first (buckets with neither are left out).
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) async fn activity(
+        &self,
+        since_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let p = self.sys.prefix(&self.schema);
+        let sql = format!(
+            "SELECT b, SUM(c), SUM(f) FROM (\
+               SELECT (created_at / $2) * $2 AS b, 1 AS c, 0 AS f FROM {p}workflow_status WHERE created_at >= $1 \
+               UNION ALL \
+               SELECT (completed_at / $2) * $2 AS b, 0 AS c, 1 AS f FROM {p}workflow_status WHERE completed_at >= $1\
+             ) t GROUP BY b ORDER BY b"
+        );
+        on_reader!(&self.sys, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(since_ms)
+                .bind(bucket_ms)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("reading recent activity"))?;
+            rows.iter()
+                .map(|r| {
+                    let e = || Error::db("reading recent activity");
+                    Ok((
+                        r.try_get::<i64, _>(0).map_err(e())?,
+                        r.try_get::<i64, _>(1).map_err(e())?,
+                        r.try_get::<i64, _>(2).map_err(e())?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    /// Per queue: workflows waiting (ENQUEUED) and running (PENDING).
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) async fn queue_depths(&self) -> Result<Vec<(String, i64, i64)>> {
+        let p = self.sys.prefix(&self.schema);
+        let sql = format!(
+            "SELECT queue_name, SUM(CASE WHEN status = 'ENQUEUED' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN status = 'PENDING' THEN 1 ELSE 0 END) FROM {p}workflow_status \
+             WHERE status IN ('ENQUEUED', 'PENDING') AND queue_name IS NOT NULL \
+             GROUP BY queue_name ORDER BY queue_name"
+        );
+        on_reader!(&self.sys, |p| {
+            sqlx::query_as(&sql)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("reading queue depths"))
+        })
+    }
+
+    /// A workflow's events (`key`, value text) and the messages sent to it (`topic`, message
+    /// text, consumed, time), the newest 100.
+    #[allow(clippy::type_complexity)]
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) async fn events_and_messages(
+        &self,
+        id: &str,
+    ) -> Result<(
+        Vec<(String, String)>,
+        Vec<(Option<String>, String, bool, i64)>,
+    )> {
+        let p = self.sys.prefix(&self.schema);
+        let events_sql = format!(
+            "SELECT key, value FROM {p}workflow_events WHERE workflow_uuid = $1 ORDER BY key"
+        );
+        let messages_sql = format!(
+            "SELECT topic, message, consumed, created_at_epoch_ms FROM {p}notifications \
+             WHERE destination_uuid = $1 ORDER BY created_at_epoch_ms DESC LIMIT 100"
+        );
+        let events = on_reader!(&self.sys, |p| {
+            sqlx::query_as(&events_sql)
+                .bind(id)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("reading a workflow's events"))
+        })?;
+        let messages = on_reader!(&self.sys, |p| {
+            sqlx::query_as(&messages_sql)
+                .bind(id)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("reading a workflow's messages"))
+        })?;
+        Ok((events, messages))
     }
 
     /// The IDs of a workflow's children.
