@@ -435,13 +435,10 @@ impl SysDb {
         if let Some((at, id)) = &f.after_key {
             let a = push(&mut args, Arg::Int(*at));
             let b = push(&mut args, Arg::Text(id.clone()));
-            let (cmp, a2) = if f.newest_first {
-                ("<", a.clone())
-            } else {
-                (">", a.clone())
-            };
+            let cmp = if f.newest_first { "<" } else { ">" };
+            // The first term bounds the created_at index scan; the second breaks ties.
             conds.push(format!(
-                "(created_at {cmp} {a} OR (created_at = {a2} AND workflow_uuid {cmp} {b}))"
+                "created_at {cmp}= {a} AND (created_at {cmp} {a} OR workflow_uuid {cmp} {b})"
             ));
         }
         let payload = |load: bool, column: &str| {
