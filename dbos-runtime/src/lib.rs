@@ -46,6 +46,8 @@
 
 extern crate self as dbos_runtime;
 
+#[cfg(feature = "actix")]
+pub mod actix;
 #[cfg(feature = "admin")]
 mod admin;
 mod cancel;

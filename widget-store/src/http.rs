@@ -4,12 +4,11 @@
 use crate::store::{self, ORDER_ID, PAYMENT_ID, PAYMENT_STATUS};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
+use dbos_runtime::actix::IdempotencyKey;
 use dbos_runtime::prelude::*;
 
 /// How long a request waits for the checkout workflow to publish an event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idempotency keys longer than this are refused (they become workflow IDs).
-const MAX_KEY_LEN: usize = 256;
 
 /// An HTTP error with a short message.
 #[derive(Debug, thiserror::Error)]
@@ -91,18 +90,9 @@ async fn restock() -> Result<HttpResponse, AppError> {
     Ok(HttpResponse::Ok().finish())
 }
 
-/// Whether `key` can be a workflow ID on every backend (Postgres text refuses NUL bytes).
-fn valid_key(key: &str) -> bool {
-    key.len() <= MAX_KEY_LEN && !key.trim().is_empty() && !key.chars().any(char::is_control)
-}
-
-async fn checkout(key: web::Path<String>) -> Result<HttpResponse, AppError> {
-    let key = key.into_inner();
-    if !valid_key(&key) {
-        return Err(AppError::bad_request(format!(
-            "Idempotency key must be 1 to {MAX_KEY_LEN} bytes, not blank, without control characters"
-        )));
-    }
+/// `POST /checkout/{key}`: the key (checked by the extractor: a bad one is a 400 before this
+/// runs) is the checkout workflow's ID, so a repeated request joins the same checkout.
+async fn checkout(key: IdempotencyKey) -> Result<HttpResponse, AppError> {
     let handle = match DBOS::start_workflow(store::checkout_workflow().with_id(key.as_str())).await
     {
         Ok(h) => h,
@@ -135,7 +125,7 @@ async fn payment_webhook(path: web::Path<(String, String)>) -> Result<HttpRespon
         ));
     }
     // A payment ID is a checkout's key; one that could not be a key belongs to no checkout.
-    if !valid_key(&payment_id) {
+    if IdempotencyKey::parse(&payment_id).is_err() {
         return Err(AppError::not_found("Unknown payment ID"));
     }
     let is_checkout = DBOS::get_status(&payment_id)

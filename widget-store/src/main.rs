@@ -52,8 +52,7 @@ fn supervisor() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "8000".into())
         .parse()
         .map_err(|e| format!("PORT must be a port number: {e}"))?;
-    let listener = TcpListener::bind((host.as_str(), port))
-        .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+    let listener = bind(&host, port)?;
     let display_host = if host == "0.0.0.0" {
         "localhost"
     } else {
@@ -64,6 +63,35 @@ fn supervisor() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(supervise(listener))
+}
+
+/// Binds `host:port`. A store SIGKILLed a moment ago may still hold the port while its worker
+/// exits, so a restart by a supervisor (systemd, a container runtime) retries for up to 5 s
+/// before it gives up.
+fn bind(host: &str, port: u16) -> Result<TcpListener, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut waited = false;
+    loop {
+        match TcpListener::bind((host, port)) {
+            Ok(listener) => {
+                if waited {
+                    tracing::info!("port {port} is free again");
+                }
+                return Ok(listener);
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !waited {
+                    tracing::warn!("port {port} is still in use (a store that just died?); retrying for up to 5 s");
+                    waited = true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(format!("cannot listen on {host}:{port}: {e}")),
+        }
+    }
 }
 
 async fn supervise(listener: TcpListener) -> Result<(), Box<dyn std::error::Error>> {

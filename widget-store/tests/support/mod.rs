@@ -73,6 +73,17 @@ impl Store {
 
     /// Starts the supervisor (again) on the same port and database, and waits until it serves.
     pub async fn launch(&mut self) {
+        self.launch_with(true).await;
+    }
+
+    /// Like [`Store::launch`], but at once: without first waiting for a killed store to let go
+    /// of the port (the store must cope with that itself).
+    #[allow(dead_code)]
+    pub async fn launch_at_once(&mut self) {
+        self.launch_with(false).await;
+    }
+
+    async fn launch_with(&mut self, wait_for_port: bool) {
         assert!(self.supervisor.is_none(), "the store is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -81,7 +92,7 @@ impl Store {
             .expect("open the store's log");
         // A killed worker holds the listening socket until its last thread has exited.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpListener::bind(self.addr).is_err() {
+        while wait_for_port && TcpListener::bind(self.addr).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "port {} still taken 10 s after the store was killed",
