@@ -177,6 +177,9 @@ async fn route(req: &HttpRequest, body: &[u8], rt: &Runtime) -> Answer {
             .body(CONSOLE)),
         ("GET", ["console", "api", "workflows"]) => console_list(req, rt).await,
         ("GET", ["console", "api", "overview"]) => console_overview(rt).await,
+        ("GET", ["metrics"]) => Ok(HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(prometheus(rt).await?)),
         ("GET", ["console", "api", "workflows", id]) => console_workflow(rt, id).await,
         ("GET" | "POST", ["deactivate"]) => {
             rt.deactivate();
@@ -264,6 +267,144 @@ async fn route(req: &HttpRequest, body: &[u8], rt: &Runtime) -> Answer {
             format!("no admin route {} {}", req.method(), req.path()),
         )),
     }
+}
+
+/// `GET /metrics`: the runtime's counters in Prometheus text format (0.0.4).
+async fn prometheus(rt: &Runtime) -> Result<String, Failure> {
+    use std::fmt::Write;
+    let m = rt.metrics();
+    let db = rt.metrics_snapshot();
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "dbos_workflows_started_total",
+        "counter",
+        "Workflow executions begun in this process (started or resumed), by workflow name.",
+    );
+    for (name, n) in m.started() {
+        let _ = writeln!(
+            out,
+            "dbos_workflows_started_total{{name=\"{}\"}} {n}",
+            label(&name)
+        );
+    }
+    family(&mut out, "dbos_workflows_finished_total", "counter", "Workflow executions ended in this process, by workflow name and status (SUCCESS, ERROR, CANCELLED, STOPPED).");
+    for ((name, status), n) in m.finished() {
+        let _ = writeln!(
+            out,
+            "dbos_workflows_finished_total{{name=\"{}\",status=\"{status}\"}} {n}",
+            label(&name)
+        );
+    }
+    family(
+        &mut out,
+        "dbos_step_duration_seconds",
+        "histogram",
+        "How long step bodies ran (all attempts), by step name.",
+    );
+    for (name, h) in m.steps() {
+        let name = label(&name);
+        let mut cumulative = 0;
+        for (bound, n) in crate::metrics::STEP_BUCKETS.iter().zip(h.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "dbos_step_duration_seconds_bucket{{name=\"{name}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "dbos_step_duration_seconds_bucket{{name=\"{name}\",le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "dbos_step_duration_seconds_sum{{name=\"{name}\"}} {}",
+            h.sum
+        );
+        let _ = writeln!(
+            out,
+            "dbos_step_duration_seconds_count{{name=\"{name}\"}} {}",
+            h.count
+        );
+    }
+    let queues = rt.db().queue_depths().await?;
+    family(
+        &mut out,
+        "dbos_queue_waiting",
+        "gauge",
+        "Workflows enqueued and not yet taken, by queue (all processes).",
+    );
+    for (q, waiting, _) in &queues {
+        let _ = writeln!(
+            out,
+            "dbos_queue_waiting{{queue=\"{}\"}} {waiting}",
+            label(q)
+        );
+    }
+    family(
+        &mut out,
+        "dbos_queue_running",
+        "gauge",
+        "Workflows taken from a queue and running, by queue (all processes).",
+    );
+    for (q, _, running) in &queues {
+        let _ = writeln!(
+            out,
+            "dbos_queue_running{{queue=\"{}\"}} {running}",
+            label(q)
+        );
+    }
+    for (name, kind, help, value) in [
+        (
+            "dbos_workflows_running",
+            "gauge",
+            "Workflow executions running in this process.",
+            rt.running_workflows() as u64,
+        ),
+        (
+            "dbos_recoveries_total",
+            "counter",
+            "Workflow executions resumed from their records in this process.",
+            m.recoveries(),
+        ),
+        (
+            "dbos_commits_total",
+            "counter",
+            "Database transactions the runtime committed.",
+            db.commits,
+        ),
+        (
+            "dbos_transaction_retries_total",
+            "counter",
+            "Transaction attempts retried after a conflict.",
+            db.transaction_retries,
+        ),
+        (
+            "dbos_sqlite_batch_commits_total",
+            "counter",
+            "SQLite COMMITs the group-commit writer ran (each covers one or more operations).",
+            db.sqlite_batch_commits,
+        ),
+        (
+            "dbos_notification_wakeups_total",
+            "counter",
+            "Waits (recv, get_event, results) woken by a notification.",
+            rt.notifier().wakeups(),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    Ok(out)
 }
 
 /// Rows per console page.

@@ -1,12 +1,33 @@
-//! Counters for benchmarks and tests: how much database work the runtime did.
+//! Counters of one runtime: database work (for benchmarks and tests), and what the admin
+//! server's `/metrics` reports in Prometheus text format (workflows started and finished,
+//! step durations, recoveries; the notifier counts wake-ups itself).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the step-duration histogram's buckets.
+pub(crate) const STEP_BUCKETS: [f64; 10] =
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0];
 
 /// Live counters of one runtime.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     commits: AtomicU64,
     retries: AtomicU64,
+    recoveries: AtomicU64,
+    started: Mutex<BTreeMap<String, u64>>,
+    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    steps: Mutex<BTreeMap<String, Histogram>>,
+}
+
+/// A histogram of durations: counts per bucket (not cumulative), the sum and the count.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Histogram {
+    pub buckets: [u64; STEP_BUCKETS.len()],
+    pub sum: f64,
+    pub count: u64,
 }
 
 /// A snapshot of the runtime's counters.
@@ -23,6 +44,13 @@ pub struct MetricsSnapshot {
     pub sqlite_batch_commits: u64,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 impl Metrics {
     pub(crate) fn add_commit(&self) {
         self.commits.fetch_add(1, Ordering::Relaxed);
@@ -32,11 +60,59 @@ impl Metrics {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A workflow execution began here (started, or resumed from its records).
+    pub(crate) fn workflow_started(&self, name: &str, resumed: bool) {
+        *lock(&self.started).entry(name.to_owned()).or_default() += 1;
+        if resumed {
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A workflow execution here ended with `status` (SUCCESS, ERROR, CANCELLED, or
+    /// STOPPED for one cut short by a shutdown or handed to another execution).
+    pub(crate) fn workflow_finished(&self, name: &str, status: &'static str) {
+        *lock(&self.finished)
+            .entry((name.to_owned(), status))
+            .or_default() += 1;
+    }
+
+    /// A step body ran for `took`.
+    pub(crate) fn step_ran(&self, name: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut steps = lock(&self.steps);
+        let h = steps.entry(name.to_owned()).or_default();
+        if let Some(i) = STEP_BUCKETS.iter().position(|b| secs <= *b) {
+            h.buckets[i] += 1;
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             commits: self.commits.load(Ordering::Relaxed),
             transaction_retries: self.retries.load(Ordering::Relaxed),
             sqlite_batch_commits: 0,
         }
+    }
+
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn started(&self) -> BTreeMap<String, u64> {
+        lock(&self.started).clone()
+    }
+
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn finished(&self) -> BTreeMap<(String, &'static str), u64> {
+        lock(&self.finished).clone()
+    }
+
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn steps(&self) -> BTreeMap<String, Histogram> {
+        lock(&self.steps).clone()
+    }
+
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct Notifier {
     waiting: watch::Sender<usize>,
     /// Set at shutdown: every wait ends with [`Error::ShuttingDown`].
     closed: AtomicBool,
+    /// Waits woken by a notification (not by their deadline or safety net).
+    wakeups: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -45,6 +47,7 @@ impl Default for Notifier {
             everyone: Notify::new(),
             waiting: watch::Sender::new(0),
             closed: AtomicBool::new(false),
+            wakeups: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -162,6 +165,12 @@ impl Notifier {
         }
     }
 
+    /// How many waits a notification has woken so far.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+
     /// The number of live [`Waiter`]s, watched by the SQLite change watcher.
     pub(crate) fn waiting(&self) -> watch::Receiver<usize> {
         self.waiting.subscribe()
@@ -209,10 +218,13 @@ impl Waiter<'_> {
                 return Ok(None);
             }
             let nap = tokio::time::sleep_until(deadline.min(now + SAFETY_NET));
-            tokio::select! {
-                _ = mine => {}
-                _ = all => {}
-                _ = nap => {}
+            let woken = tokio::select! {
+                _ = mine => true,
+                _ = all => true,
+                _ = nap => false,
+            };
+            if woken {
+                self.notifier.wakeups.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

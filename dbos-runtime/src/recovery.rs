@@ -74,6 +74,7 @@ async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
             let recorded = rt.db().load_steps(&c.id).await?;
             drop(spawn_execution(
                 rt,
+                &name,
                 c.id,
                 call.body,
                 recorded,

@@ -8,9 +8,14 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[step]
+async fn admin_step(n: u32) -> Result<u32, Error> {
+    Ok(n * 2)
+}
+
 #[workflow]
 async fn admin_plain(n: u32) -> Result<u32, Error> {
-    Ok(n * 2)
+    admin_step(n).await
 }
 
 #[workflow]
@@ -96,7 +101,9 @@ both_backends! {
         let done = parse(&body);
         assert_eq!((done["Status"].as_str(), done["Output"].as_str(), done["Priority"].as_str()), (Some("SUCCESS"), Some("42"), Some("0")));
         let (status, body) = admin(addr, "GET", "/workflows/a-done/steps", None).await;
-        assert_eq!((status, parse(&body)), (200, json!([])));
+        assert_eq!(status, 200);
+        let steps = parse(&body);
+        assert_eq!((steps[0]["function_id"].as_i64(), steps[0]["function_name"].as_str(), steps[0]["output"].as_str()), (Some(1), Some("admin::admin_step"), Some("42")), "{body}");
 
         // Cancel, resume, fork: as DBOS's routes answer.
         assert_eq!(admin(addr, "POST", "/workflows/a-wait/cancel", None).await.0, 204);
@@ -147,6 +154,40 @@ both_backends! {
         assert_eq!(admin(addr, "POST", "/dbos-garbage-collect", Some(r#"{"rows_threshold": 1}"#)).await.0, 204);
         let (_, body) = admin(addr, "POST", "/workflows", None).await;
         assert_eq!(parse(&body).as_array().map(Vec::len), Some(1), "one workflow kept: {body}");
+        // Prometheus: what ran here, parsed by a Prometheus text-format parser.
+        let (status, text) = admin(addr, "GET", "/metrics", None).await;
+        assert_eq!(status, 200, "{text}");
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format");
+        let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                })
+                .unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+        };
+        let plain = "admin::admin_plain";
+        assert_eq!(value("dbos_workflows_started_total", &[("name", plain)]), 3.0, "a-done, a-fork and the restart");
+        assert_eq!(value("dbos_workflows_finished_total", &[("name", plain), ("status", "SUCCESS")]), 3.0);
+        assert_eq!(value("dbos_workflows_finished_total", &[("name", "admin::admin_waits"), ("status", "CANCELLED")]), 1.0);
+        assert_eq!(value("dbos_workflows_finished_total", &[("name", "admin::admin_waits"), ("status", "SUCCESS")]), 1.0);
+        assert!(value("dbos_recoveries_total", &[]) >= 1.0, "the resumed workflow ran from its records");
+        assert!(value("dbos_commits_total", &[]) > 5.0);
+        assert!(value("dbos_notification_wakeups_total", &[]) >= 1.0, "the resumed recv was woken by its message");
+        assert_eq!(value("dbos_workflows_running", &[]), 0.0);
+        let steps = scrape.samples.iter().find(|s| s.metric == "dbos_step_duration_seconds" && s.labels.get("name") == Some("admin::admin_step"));
+        match steps.map(|s| &s.value) {
+            Some(prometheus_parse::Value::Histogram(buckets)) => {
+                let total = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+                assert_eq!(total, 3.0, "one step per run of admin_plain: {buckets:?}");
+            }
+            other => panic!("no step histogram: {other:?}\n{text}"),
+        }
+        assert_eq!(call(addr, "GET", "/metrics", None, None).await.0, 401, "metrics need the token too");
+
         assert_eq!(admin(addr, "GET", "/deactivate", None).await, (200, "deactivated".to_owned()));
         rt.shutdown().await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the admin server stops with the runtime");

@@ -181,6 +181,7 @@ async fn insert_and_run(
         }
         return Ok(Some(spawn_execution(
             rt,
+            call.name,
             id.to_owned(),
             call.body,
             Vec::new(),
@@ -206,6 +207,7 @@ async fn insert_and_run(
 /// cancelled, or handed off, records no outcome: the row says what happened.
 pub(crate) fn spawn_execution(
     rt: &Runtime,
+    name: &str,
     id: String,
     body: BoxFuture<'static, Finished>,
     recorded: Vec<StepRow>,
@@ -215,6 +217,8 @@ pub(crate) fn spawn_execution(
     let (tx, rx) = oneshot::channel();
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed, deadline_ms));
     let serial = rt.execution_starts(&id, ctx.cancelled.clone());
+    rt.metrics().workflow_started(name, resumed);
+    let name = name.to_owned();
     let current = Current {
         rt: rt.clone(),
         wf: Some(ctx.clone()),
@@ -243,8 +247,10 @@ pub(crate) fn spawn_execution(
                 }
             }
         };
+        let mut ended = "STOPPED";
         if ctx.is_cancelled() {
             tracing::info!(workflow_id = %id, "workflow cancelled; it stopped without an outcome");
+            ended = "CANCELLED";
         } else if !ctx.handed_off() {
             // (Handed off: another execution recorded one of our operations first and owns
             // the outcome.)
@@ -262,9 +268,15 @@ pub(crate) fn spawn_execution(
             // A local waiter gets the in-memory result only when it is what the row says;
             // otherwise (cancelled, handed on, not recorded) it reads the row (SYSDB rule 6).
             if recorded {
+                ended = if finished.outcome.is_ok() {
+                    "SUCCESS"
+                } else {
+                    "ERROR"
+                };
                 let _ = tx.send(finished);
             }
         }
+        rt.metrics().workflow_finished(&name, ended);
         rt.notifier().notify(&done_key(&id));
         rt.execution_done(serial);
     });
