@@ -125,7 +125,8 @@ impl std::error::Error for HttpError {}
 
 impl From<Error> for HttpError {
     /// Unknown workflow 404; an ID taken by another workflow 409; a cancelled workflow 409; a
-    /// bad argument 400; shutting down 503; anything else 500 without internals (logged).
+    /// timed-out one 504; a bad argument 400; shutting down 503; anything else 500 without
+    /// internals (logged).
     fn from(e: Error) -> HttpError {
         let (status, message) = match &e {
             Error::NonExistentWorkflow(_) => (StatusCode::NOT_FOUND, e.to_string()),
@@ -134,6 +135,7 @@ impl From<Error> for HttpError {
                 "This key belongs to another kind of request".to_owned(),
             ),
             Error::WorkflowCancelled(_) => (StatusCode::CONFLICT, e.to_string()),
+            Error::WorkflowTimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, e.to_string()),
             Error::InvalidArgument(_) | Error::InvalidWorkflowId { .. } => {
                 (StatusCode::BAD_REQUEST, e.to_string())
             }

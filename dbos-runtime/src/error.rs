@@ -99,6 +99,10 @@ pub enum Error {
     /// The workflow was cancelled.
     #[error("workflow `{0}` was cancelled")]
     WorkflowCancelled(String),
+    /// The workflow was cancelled when its deadline passed (see
+    /// [`WorkflowCall::with_timeout`](crate::WorkflowCall::with_timeout)).
+    #[error("workflow `{0}` timed out: it was cancelled at its deadline")]
+    WorkflowTimedOut(String),
     /// The workflow exceeded its recovery attempts and was set aside.
     #[error("workflow `{0}` exceeded its maximum recovery attempts")]
     MaxRecoveryAttemptsExceeded(String),
@@ -174,6 +178,7 @@ impl Error {
             Error::ConcurrentExecution { .. } => "ConcurrentExecution",
             Error::NonExistentWorkflow(_) => "NonExistentWorkflow",
             Error::WorkflowCancelled(_) => "WorkflowCancelled",
+            Error::WorkflowTimedOut(_) => "WorkflowTimedOut",
             Error::MaxRecoveryAttemptsExceeded(_) => "MaxRecoveryAttemptsExceeded",
             Error::NotInWorkflow(_) => "NotInWorkflow",
             Error::InStep(_) => "InStep",

@@ -287,7 +287,7 @@ both_backends! {
             .expect("start");
         let result = within("timed out", h.get_result()).await;
         let took = started.elapsed();
-        assert!(matches!(result, Err(Error::WorkflowCancelled(ref id)) if id == "t-1"), "{result:?}");
+        assert!(matches!(result, Err(Error::WorkflowTimedOut(ref id)) if id == "t-1"), "{result:?}");
         println!("{:?}: a 1 s timeout cancelled the workflow after {took:?}", db.backend);
         assert!(took >= Duration::from_secs(1) && took < Duration::from_millis(2500), "took {took:?}");
         assert_eq!(status(&rt, "t-1").await, "CANCELLED");

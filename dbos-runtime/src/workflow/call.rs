@@ -103,7 +103,8 @@ where
     /// Gives the workflow a timeout: its deadline (`now + timeout` when it starts, or when a
     /// dispatcher takes it off its queue) is recorded, survives restarts and is inherited by
     /// the child workflows it starts; when it passes, the workflow and its children are
-    /// cancelled (each stops at its next durable operation, and a wait ends at once).
+    /// cancelled (each stops at its next durable operation, and a wait ends at once), and
+    /// awaiting one answers [`Error::WorkflowTimedOut`](crate::Error::WorkflowTimedOut).
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.erased.timeout = Some(timeout);
         self

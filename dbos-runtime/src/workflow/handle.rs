@@ -194,6 +194,10 @@ fn row_outcome(id: &str, row: &WorkflowRow) -> Result<std::result::Result<String
             row.error.as_deref().unwrap_or("{}"),
             tag,
         )?)),
+        // Cancelled at or after its deadline: the timeout cancelled it.
+        "CANCELLED" if row.deadline_ms.is_some_and(|d| d <= crate::sysdb::now_ms()) => {
+            Err(Error::WorkflowTimedOut(id.to_owned()))
+        }
         "CANCELLED" => Err(Error::WorkflowCancelled(id.to_owned())),
         "MAX_RECOVERY_ATTEMPTS_EXCEEDED" => Err(Error::MaxRecoveryAttemptsExceeded(id.to_owned())),
         _ => unreachable_status(id, &row.status),
