@@ -210,9 +210,34 @@ impl Operation {
         .await
     }
 
-    /// Runs `fut` as this operation's body: nested operations inside it are plain calls.
-    pub(crate) async fn run_body<F: std::future::Future>(&self, fut: F) -> F::Output {
-        context::in_step(&self.rt, &self.ctx, fut).await
+    /// Runs `fut` as this operation's body (`kind`: `step` or `transaction`): nested
+    /// operations inside it are plain calls. The body runs in a `dbos.<kind>` tracing span
+    /// with DBOS's attribute names, a child of its workflow's span.
+    pub(crate) async fn run_body<F: std::future::Future>(
+        &self,
+        kind: &'static str,
+        fut: F,
+    ) -> F::Output {
+        use tracing::Instrument;
+        let span = match kind {
+            "transaction" => tracing::info_span!(
+                "dbos.transaction",
+                operationUUID = %self.ctx.id,
+                operationType = kind,
+                operationName = self.name,
+                functionID = self.n
+            ),
+            _ => tracing::info_span!(
+                "dbos.step",
+                operationUUID = %self.ctx.id,
+                operationType = kind,
+                operationName = self.name,
+                functionID = self.n
+            ),
+        };
+        context::in_step(&self.rt, &self.ctx, fut)
+            .instrument(span)
+            .await
     }
 
     /// The deadline `d` from now, recorded at this operation's deadline position as a

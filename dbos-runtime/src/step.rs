@@ -74,7 +74,9 @@ where
         Err(e) => return Err(E::from(e)),
     };
     let started = std::time::Instant::now();
-    let result = op.run_body(with_retries(name, opts, &mut body)).await;
+    let result = op
+        .run_body("step", with_retries(name, opts, &mut body))
+        .await;
     op.rt().metrics().step_ran(name, started.elapsed());
     op.record_outcome(&result).await.map_err(E::from)?;
     result

@@ -259,7 +259,10 @@ impl Op<'_> {
                 return self.heal(found).await.map(Attempt::Done);
             }
         }
-        let result = self.op.run_body(run_body(&mut tx, body)).await;
+        let result = self
+            .op
+            .run_body("transaction", run_body(&mut tx, body))
+            .await;
         match result {
             Err(panic) => {
                 discard(tx).await;

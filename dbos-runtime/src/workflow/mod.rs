@@ -226,7 +226,15 @@ pub(crate) fn spawn_execution(
     };
     let current_ctx = ctx.clone();
     let rt2 = rt.clone();
-    let task = rt.spawn(async move {
+    // The execution's span: its steps' and transactions' spans are its children.
+    let span = tracing::info_span!(
+        "dbos.workflow",
+        operationUUID = %id,
+        operationType = "workflow",
+        operationName = %name,
+        resumed
+    );
+    let task = rt.spawn(tracing::Instrument::instrument(async move {
         let rt = rt2;
         let run = context::scope(current, AssertUnwindSafe(body).catch_unwind());
         let ctx = current_ctx;
@@ -279,7 +287,7 @@ pub(crate) fn spawn_execution(
         rt.metrics().workflow_finished(&name, ended);
         rt.notifier().notify(&done_key(&id));
         rt.execution_done(serial);
-    });
+    }, span));
     rt.execution_spawned(serial, task.abort_handle());
     Local { rx, ctx }
 }
