@@ -116,7 +116,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -
             set_cookie = query.clone();
         }
         let given = [header, cookie, query];
-        if !given.iter().flatten().any(|g| g == token) {
+        if !given.iter().flatten().any(|g| same_secret(g, token)) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (Authorization: Bearer <DBOS_ADMIN_TOKEN>, or open the console at /?token=<DBOS_ADMIN_TOKEN>)",
@@ -136,6 +136,17 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, state: web::Data<State>) -
         let _ = response.add_cookie(&cookie);
     }
     response
+}
+
+/// Compares a given token with the configured one in time that does not depend on where
+/// they differ (only on their lengths).
+fn same_secret(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, byte) in b.iter().enumerate() {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ byte);
+    }
+    diff == 0
 }
 
 /// The cookie the console's page and API calls carry the token in.
@@ -675,4 +686,33 @@ fn step_output(s: &StepInfo) -> Value {
         "started_at_epoch_ms": s.started_at_epoch_ms.map(|n| n.to_string()),
         "completed_at_epoch_ms": s.completed_at_epoch_ms.map(|n| n.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same_secret("s3cret", "s3cret"));
+        for other in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
+            assert!(!same_secret(other, "s3cret"), "{other}");
+        }
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        assert_eq!(
+            query_pairs("a=1&name=app%3A%3Aw+x&&empty="),
+            vec![
+                ("a".to_owned(), "1".to_owned()),
+                ("name".to_owned(), "app::w x".to_owned()),
+                ("empty".to_owned(), String::new()),
+            ]
+        );
+        assert!(
+            query_pairs("bad=%zz").is_empty(),
+            "an undecodable pair is dropped"
+        );
+    }
 }
