@@ -60,6 +60,8 @@ async fn run(args: Args) -> Result<String, String> {
         must_exist(&url)?;
     }
     let mut cfg = DbosConfig::new("dbos-cli").with_database_url(&url);
+    // Only `migrate` creates a database; elsewhere a wrong URL is an error.
+    cfg.create_database = args.command == Command::Migrate;
     if let Some(schema) = &args.schema {
         cfg.system_schema = schema.clone();
     }

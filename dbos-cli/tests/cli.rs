@@ -200,6 +200,21 @@ both_backends! {
         let copied = x.scalar(&format!("SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid = 'cli-fork'")).await;
         assert_eq!(copied, 1, "the fork from step 2 copied step 1");
 
+        // A database that does not exist is an error, not a new empty one.
+        let missing = match db.backend {
+            dbos_tests::Backend::Sqlite => db.url.replace("app.sqlite", "missing.sqlite"),
+            dbos_tests::Backend::Postgres => format!("{}_missing", db.url),
+        };
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_dbos"))
+            .args(["--sys-db-url", &missing, "workflow", "list"])
+            .output()
+            .await
+            .expect("run dbos");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("does not exist") || err.contains("no SQLite database"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+
         // Mistakes: one line on stderr, a non-zero exit, nothing on stdout.
         for (args, code, message) in [
             (&["workflow", "get", "nope"][..], 1, "dbos: workflow `nope` does not exist"),

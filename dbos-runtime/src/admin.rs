@@ -307,7 +307,7 @@ async fn prometheus(rt: &Runtime) -> Result<String, Failure> {
             label(&name)
         );
     }
-    family(&mut out, "dbos_workflows_finished_total", "counter", "Workflow executions ended in this process, by workflow name and status (SUCCESS, ERROR, CANCELLED, STOPPED).");
+    family(&mut out, "dbos_workflows_finished_total", "counter", "Workflow executions ended in this process, by workflow name and status (SUCCESS, ERROR, CANCELLED; STOPPED: cut off by a shutdown or handed to another execution, no outcome recorded).");
     for ((name, status), n) in m.finished() {
         let _ = writeln!(
             out,
@@ -319,7 +319,7 @@ async fn prometheus(rt: &Runtime) -> Result<String, Failure> {
         &mut out,
         "dbos_step_duration_seconds",
         "histogram",
-        "How long step bodies ran (all attempts), by step name.",
+        "How long step and transaction bodies ran (all attempts), by name.",
     );
     for (name, h) in m.steps() {
         let name = label(&name);
@@ -384,7 +384,7 @@ async fn prometheus(rt: &Runtime) -> Result<String, Failure> {
         (
             "dbos_recoveries_total",
             "counter",
-            "Workflow executions resumed from their records in this process.",
+            "Workflows attempted before (after a crash, a cut-off or a resume) run again in this process.",
             m.recoveries(),
         ),
         (

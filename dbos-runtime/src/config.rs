@@ -50,6 +50,9 @@ pub struct DbosConfig {
     /// crash; a statement it had already sent may still commit after shutdown returns.
     /// `Duration::ZERO` cuts every running workflow off at once, as a crash would.
     pub shutdown_timeout: std::time::Duration,
+    /// Postgres: create the database when it does not exist (the default). A management tool
+    /// sets it to `false`, so that a mistyped URL is an error rather than a new empty database.
+    pub create_database: bool,
     /// The admin server's port (DBOS's is 3001), or `None` (the default) for no admin server.
     /// It serves DBOS's admin endpoints (health, recovery, workflow list, get, steps, cancel,
     /// resume, fork, garbage collection) on a launched runtime. Needs the `admin` feature.
@@ -89,6 +92,7 @@ impl DbosConfig {
             max_connections: 16,
             scheduler_catch_up: None,
             shutdown_timeout: std::time::Duration::from_secs(10),
+            create_database: true,
             admin_port: None,
             admin_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             admin_token: None,

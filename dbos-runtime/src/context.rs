@@ -96,6 +96,15 @@ impl WfCtx {
         }
     }
 
+    /// Replaces the records read when this execution began (they were read again).
+    pub(crate) fn set_recorded(&self, recorded: Vec<StepRow>) {
+        let mut guard = match self.recorded.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *guard = recorded.into_iter().map(|r| (r.function_id, r)).collect();
+    }
+
     /// The next operation's position (SYSDB rule 7: numbered from 1).
     pub(crate) fn next_id(&self) -> i32 {
         self.next.fetch_add(1, Ordering::SeqCst) + 1

@@ -61,11 +61,13 @@ impl Metrics {
     }
 
     /// A workflow execution began here (started, or resumed from its records).
-    pub(crate) fn workflow_started(&self, name: &str, resumed: bool) {
+    pub(crate) fn workflow_started(&self, name: &str) {
         *lock(&self.started).entry(name.to_owned()).or_default() += 1;
-        if resumed {
-            self.recoveries.fetch_add(1, Ordering::Relaxed);
-        }
+    }
+
+    /// A workflow attempted before (crashed, cut off, or resumed) runs again here.
+    pub(crate) fn workflow_recovered(&self) {
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A workflow execution here ended with `status` (SUCCESS, ERROR, CANCELLED, or
@@ -76,7 +78,7 @@ impl Metrics {
             .or_default() += 1;
     }
 
-    /// A step body ran for `took`.
+    /// A step or transaction body ran for `took`.
     pub(crate) fn step_ran(&self, name: &str, took: Duration) {
         let secs = took.as_secs_f64();
         let mut steps = lock(&self.steps);

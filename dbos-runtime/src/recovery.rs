@@ -72,6 +72,11 @@ async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
     match call {
         Ok(call) => {
             let recorded = rt.db().load_steps(&c.id).await?;
+            if c.recovery_attempts > 1 || !recorded.is_empty() {
+                // Attempted before, or with records already: a recovery (the first run of a
+                // queued workflow is not).
+                rt.metrics().workflow_recovered();
+            }
             drop(spawn_execution(
                 rt,
                 &name,

@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     next_execution: AtomicU64,
     /// Notified when `running` becomes empty.
     idle: Notify,
+    /// Notified whenever an execution ends.
+    execution_ended: Notify,
     /// Background loops that write: dispatcher, schedules. They stop on their own at shutdown.
     background: Mutex<Vec<JoinHandle<()>>>,
     /// The change feed (LISTEN, or the SQLite watcher): it only reads, and is aborted at shutdown.
@@ -110,6 +112,7 @@ impl Runtime {
             running: Mutex::new(HashMap::new()),
             next_execution: AtomicU64::new(0),
             idle: Notify::new(),
+            execution_ended: Notify::new(),
             background: Mutex::new(Vec::new()),
             listener: Mutex::new(None),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -340,6 +343,35 @@ impl Runtime {
         if running.is_empty() {
             self.0.idle.notify_waiters();
         }
+        self.0.execution_ended.notify_waiters();
+    }
+
+    /// Waits until no earlier execution of workflow `id` runs here. One may, when the workflow
+    /// was cancelled (by another process: this one learns of it only at the next checkpoint or
+    /// check) and then resumed: the earlier one is told to stop, and stops at its next
+    /// operation without an outcome, so the resumed execution (`serial`) runs alone.
+    /// Returns whether there was one to wait for (it may have recorded operations since the
+    /// resumed execution read its records).
+    pub(crate) async fn earlier_executions_stopped(&self, id: &str, serial: u64) -> bool {
+        let mut waited = false;
+        loop {
+            let ended = self.0.execution_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let mut earlier = false;
+            for (s, e) in lock(&self.0.running).iter() {
+                if *s < serial && e.id == id {
+                    e.cancelled.set();
+                    earlier = true;
+                }
+            }
+            if !earlier {
+                return waited;
+            }
+            tracing::info!(workflow_id = %id, "an earlier execution of this workflow still runs here; it stops first");
+            waited = true;
+            ended.await;
+        }
     }
 
     /// Cancels `id` (and, with `children`, every descendant): the rows become CANCELLED (and
@@ -403,6 +435,7 @@ impl Runtime {
     }
 
     /// Stops starting scheduled ticks (DBOS's `/deactivate`); queued and running work goes on.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn deactivate(&self) {
         self.0.deactivated.store(true, Ordering::SeqCst);
     }
@@ -413,6 +446,7 @@ impl Runtime {
     }
 
     /// Keeps the admin server's address and stop function: shutdown calls it first.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn keep_admin(&self, addr: Option<std::net::SocketAddr>, stop: AdminHandle) {
         *lock(&self.0.admin_addr) = addr;
         *lock(&self.0.admin) = Some(stop);

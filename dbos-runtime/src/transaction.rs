@@ -259,10 +259,15 @@ impl Op<'_> {
                 return self.heal(found).await.map(Attempt::Done);
             }
         }
+        let started = std::time::Instant::now();
         let result = self
             .op
             .run_body("transaction", run_body(&mut tx, body))
             .await;
+        self.op
+            .rt()
+            .metrics()
+            .step_ran(self.op.name(), started.elapsed());
         match result {
             Err(panic) => {
                 discard(tx).await;

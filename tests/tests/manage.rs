@@ -585,3 +585,39 @@ both_backends! {
         println!("{:?}: {} forks after 10 SIGKILLs, each whole", db.backend, forks.len());
     }
 }
+
+both_backends! {
+    /// Another process cancels and at once resumes a workflow waiting here: the execution that
+    /// was cancelled stops (even if this process had not heard of the cancel yet) and the
+    /// resumed one runs alone, to one outcome.
+    async fn cancel_then_resume_from_another_process_at_once_runs_the_workflow_once(db: TestDb) {
+        let rt = launch(&db, "ops-flip").await;
+        let client = within("connect", Runtime::connect(db.config("ops-flip"))).await.expect("connect");
+        let x = db.inspect().await;
+        for round in 0..3 {
+            let id = format!("flip-{round}");
+            rt.start_workflow(waits_in_recv().with_id(&id)).await.expect("start");
+            let waiting = format!("SELECT COUNT(*) FROM {}operation_outputs WHERE workflow_uuid = '{id}'", db.sys());
+            eventually(Duration::from_secs(20), "it waits", || async { x.scalar(&waiting).await == 1 }).await;
+            assert!(client.cancel_workflow(&id).await.expect("cancel"));
+            assert!(client.resume_workflow(&id).await.expect("resume"));
+            client.send(&id, &format!("hello {round}"), "go").await.expect("send");
+            let h = rt.retrieve_workflow::<Option<String>, Error>(&id).await.expect("retrieve");
+            let got = match tokio::time::timeout(Duration::from_secs(20), h.get_result()).await {
+                Ok(got) => got,
+                Err(_) => {
+                    let rows = x.rows(&format!("SELECT status, recovery_attempts, executor_id, queue_name FROM {}workflow_status WHERE workflow_uuid = '{id}'", db.sys())).await;
+                    let steps = x.rows(&format!("SELECT function_id, function_name, output FROM {}operation_outputs WHERE workflow_uuid = '{id}'", db.sys())).await;
+                    let msgs = x.rows(&format!("SELECT consumed FROM {}notifications WHERE destination_uuid = '{id}'", db.sys())).await;
+                    panic!("round {round}: no outcome in 20 s; row {rows:?}, steps {steps:?}, messages {msgs:?}, running here {}", rt.running_workflows());
+                }
+            };
+            assert_eq!(got.expect("one outcome, not a conflict"), Some(format!("hello {round}")));
+            assert_eq!(status(&rt, &id).await, "SUCCESS");
+            let recvs = x.scalar(&format!("SELECT COUNT(*) FROM {}operation_outputs WHERE workflow_uuid = '{id}' AND function_name = 'DBOS.recv'", db.sys())).await;
+            assert_eq!(recvs, 1);
+        }
+        client.shutdown().await;
+        rt.shutdown().await;
+    }
+}

@@ -95,9 +95,11 @@ impl SysDb {
             Some(u) => Some(DatabaseUrl::parse(u)?),
             None => None,
         };
-        let app = Backend::connect(&app_url, cfg, true).await?;
+        let app = Backend::connect(&app_url, cfg, cfg.create_database).await?;
         let (sys, shared) = match sys_url {
-            Some(u) if u != app_url => (Backend::connect(&u, cfg, true).await?, false),
+            Some(u) if u != app_url => {
+                (Backend::connect(&u, cfg, cfg.create_database).await?, false)
+            }
             _ => (app.clone(), true),
         };
         let prefix = sys.prefix(&cfg.system_schema);

@@ -217,7 +217,7 @@ pub(crate) fn spawn_execution(
     let (tx, rx) = oneshot::channel();
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed, deadline_ms));
     let serial = rt.execution_starts(&id, ctx.cancelled.clone());
-    rt.metrics().workflow_started(name, resumed);
+    rt.metrics().workflow_started(name);
     let name = name.to_owned();
     let current = Current {
         rt: rt.clone(),
@@ -236,6 +236,14 @@ pub(crate) fn spawn_execution(
     );
     let task = rt.spawn(tracing::Instrument::instrument(async move {
         let rt = rt2;
+        // An earlier execution that was still here may have recorded operations after this
+        // one read its records: read them again before the body replays them.
+        if resumed && rt.earlier_executions_stopped(&id, serial).await {
+            match rt.db().load_steps(&id).await {
+                Ok(rows) => current_ctx.set_recorded(rows),
+                Err(e) => tracing::warn!(workflow_id = %id, "re-reading recorded steps failed: {e}"),
+            }
+        }
         let run = context::scope(current, AssertUnwindSafe(body).catch_unwind());
         let ctx = current_ctx;
         // Boxed: the cancel it may run is a large future, needed only at a deadline.
