@@ -70,6 +70,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.start_workflow(console_parent().with_id("parent-1"))
         .await?;
     rt.send("ok-1", &"thanks", "note").await?;
+    // The parent starts its child in its own time: be ready only once the child exists.
+    while !rt.workflow_exists("parent-1-1").await? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let addr = rt.admin_address().ok_or("no admin server")?;
     println!("admin {addr}");
     std::future::pending::<()>().await;
