@@ -18,7 +18,7 @@ pub(crate) struct Metrics {
     retries: AtomicU64,
     recoveries: AtomicU64,
     started: Mutex<BTreeMap<String, u64>>,
-    finished: Mutex<BTreeMap<(String, &'static str), u64>>,
+    finished: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     steps: Mutex<BTreeMap<String, Histogram>>,
 }
 
@@ -62,7 +62,14 @@ impl Metrics {
 
     /// A workflow execution began here (started, or resumed from its records).
     pub(crate) fn workflow_started(&self, name: &str) {
-        *lock(&self.started).entry(name.to_owned()).or_default() += 1;
+        let mut started = lock(&self.started);
+        // The name is copied only the first time it is seen (this runs for every workflow).
+        match started.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                started.insert(name.to_owned(), 1);
+            }
+        }
     }
 
     /// A workflow attempted before (crashed, cut off, or resumed) runs again here.
@@ -73,16 +80,23 @@ impl Metrics {
     /// A workflow execution here ended with `status` (SUCCESS, ERROR, CANCELLED, or
     /// STOPPED for one cut short by a shutdown or handed to another execution).
     pub(crate) fn workflow_finished(&self, name: &str, status: &'static str) {
-        *lock(&self.finished)
-            .entry((name.to_owned(), status))
-            .or_default() += 1;
+        let mut finished = lock(&self.finished);
+        let by_status = match finished.get_mut(name) {
+            Some(m) => m,
+            None => finished.entry(name.to_owned()).or_default(),
+        };
+        *by_status.entry(status).or_default() += 1;
     }
 
     /// A step or transaction body ran for `took`.
     pub(crate) fn step_ran(&self, name: &str, took: Duration) {
         let secs = took.as_secs_f64();
         let mut steps = lock(&self.steps);
-        let h = steps.entry(name.to_owned()).or_default();
+        // The name is copied only the first time it is seen (this runs for every step).
+        let h = match steps.get_mut(name) {
+            Some(h) => h,
+            None => steps.entry(name.to_owned()).or_default(),
+        };
         if let Some(i) = STEP_BUCKETS.iter().position(|b| secs <= *b) {
             h.buckets[i] += 1;
         }
@@ -105,7 +119,10 @@ impl Metrics {
 
     #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn finished(&self) -> BTreeMap<(String, &'static str), u64> {
-        lock(&self.finished).clone()
+        lock(&self.finished)
+            .iter()
+            .flat_map(|(name, m)| m.iter().map(move |(s, n)| ((name.clone(), *s), *n)))
+            .collect()
     }
 
     #[cfg_attr(not(feature = "admin"), allow(dead_code))]

@@ -279,6 +279,25 @@ fn push(args: &mut Vec<Arg>, a: Arg) -> String {
     format!("${}", args.len())
 }
 
+/// Binds `args` in order to a statement built with [`push`].
+fn bind_all<'q, DB>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    for<'a> &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: for<'a> sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    for a in args {
+        q = match a {
+            Arg::Text(s) => q.bind(s.as_str()),
+            Arg::Int(i) => q.bind(*i),
+        };
+    }
+    q
+}
+
 /// Rows deleted per statement by [`SysDb::garbage_collect`].
 const GC_BATCH: i64 = 10_000;
 
@@ -288,14 +307,7 @@ impl SysDb {
         f.check()?;
         let (sql, args) = self.list_sql(f);
         on_reader!(&self.sys, |p| {
-            let mut q = sqlx::query(&sql);
-            for a in &args {
-                q = match a {
-                    Arg::Text(s) => q.bind(s.as_str()),
-                    Arg::Int(i) => q.bind(*i),
-                };
-            }
-            let rows = q
+            let rows = bind_all(sqlx::query(&sql), &args)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("listing workflows"))?;
@@ -348,14 +360,7 @@ impl SysDb {
             format!("EXPLAIN QUERY PLAN {sql}")
         };
         on_reader!(&self.sys, |p| {
-            let mut q = sqlx::query(&sql);
-            for a in &args {
-                q = match a {
-                    Arg::Text(s) => q.bind(s.as_str()),
-                    Arg::Int(i) => q.bind(*i),
-                };
-            }
-            let rows = q
+            let rows = bind_all(sqlx::query(&sql), &args)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("explaining a workflow listing"))?;
@@ -559,14 +564,13 @@ impl SysDb {
             marks.join(", ")
         );
         on_reader!(&self.sys, |p| {
-            let mut q = sqlx::query_scalar(&sql);
-            for a in &args {
-                if let Arg::Text(s) = a {
-                    q = q.bind(s.as_str());
-                }
-            }
-            q.fetch_all(&mut *p)
+            let rows = bind_all(sqlx::query(&sql), &args)
+                .fetch_all(&mut *p)
                 .await
+                .map_err(Error::db("checking for cancelled workflows"))?;
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<std::result::Result<Vec<String>, _>>()
                 .map_err(Error::db("checking for cancelled workflows"))
         })
     }
