@@ -1,5 +1,5 @@
-//! Attribute macros of `dbos-runtime`: `#[workflow]`, `#[step]`, `#[transaction]` and
-//! `#[scheduled]`. Use them through `dbos_runtime` (`use dbos_runtime::prelude::*;`); the code they
+//! Attribute macros of `dbos-runtime`: `#[workflow]`, `#[step]`, `#[transaction]`,
+//! `#[scheduled]` and `#[queue]`. Use them through `dbos_runtime` (`use dbos_runtime::prelude::*;`); the code they
 //! generate calls `dbos_runtime::__private` and nothing else, so users depend on one crate.
 //!
 //! Each attribute is parsed (`args.rs`), validated into a typed model (`model/`), then emitted
@@ -12,6 +12,7 @@ use proc_macro::TokenStream;
 mod args;
 mod expand;
 mod model;
+mod queue;
 #[cfg(test)]
 mod tests;
 
@@ -125,4 +126,23 @@ pub fn transaction(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn scheduled(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::durable(Kind::Scheduled, args.into(), item.into()).into()
+}
+
+/// Declares a queue: registers the `static` it marks, so every process of the application
+/// knows the queue, checks its settings at launch and dispatches its workflows.
+///
+/// ```ignore
+/// #[queue]
+/// static EMAILS: Queue = Queue::new("emails").concurrency(10).worker_concurrency(2);
+///
+/// EMAILS.enqueue(send_email(to)).await?;
+/// ```
+///
+/// # Errors
+/// At compile time: anything but a non-`mut` `static`, or options on the attribute. At
+/// launch: a zero limit or a reserved name, or two declarations of one name with different
+/// settings (`Error::InvalidQueue` naming the queue).
+#[proc_macro_attribute]
+pub fn queue(args: TokenStream, item: TokenStream) -> TokenStream {
+    queue::expand(args.into(), item.into()).into()
 }

@@ -125,7 +125,7 @@ impl std::error::Error for HttpError {}
 
 impl From<Error> for HttpError {
     /// Unknown workflow 404; an ID taken by another workflow 409; a cancelled workflow 409; a
-    /// timed-out one 504; a bad argument 400; shutting down 503; anything else 500 without
+    /// timed-out one 504; a deduplicated enqueue 409; a bad argument 400; shutting down 503; anything else 500 without
     /// internals (logged).
     fn from(e: Error) -> HttpError {
         let (status, message) = match &e {
@@ -134,7 +134,9 @@ impl From<Error> for HttpError {
                 StatusCode::CONFLICT,
                 "This key belongs to another kind of request".to_owned(),
             ),
-            Error::WorkflowCancelled(_) => (StatusCode::CONFLICT, e.to_string()),
+            Error::WorkflowCancelled(_) | Error::QueueDeduplicated { .. } => {
+                (StatusCode::CONFLICT, e.to_string())
+            }
             Error::WorkflowTimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, e.to_string()),
             Error::InvalidArgument(_) | Error::InvalidWorkflowId { .. } => {
                 (StatusCode::BAD_REQUEST, e.to_string())

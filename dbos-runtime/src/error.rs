@@ -137,6 +137,30 @@ pub enum Error {
     /// unknown status name, a taken workflow ID for a fork).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A queue's declaration is unusable (a zero limit, a reserved or empty name, two
+    /// declarations of one name with different settings), or an enqueue does not fit the
+    /// queue (a priority on a queue without priorities, a partition key missing or unexpected).
+    #[error("queue `{queue}`: {why}")]
+    InvalidQueue {
+        /// The queue's name.
+        queue: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// An enqueue onto a queue this binary does not declare with `#[queue]`.
+    #[error("queue `{0}` is not declared in this binary; declare it with `#[queue] static NAME: Queue = Queue::new(\"{0}\");`")]
+    UnknownQueue(String),
+    /// An enqueue with a deduplication ID while a workflow with that ID is still enqueued or
+    /// running on the queue.
+    #[error("workflow `{workflow_id}` was not enqueued: queue `{queue}` already holds an active workflow with deduplication ID `{deduplication_id}`")]
+    QueueDeduplicated {
+        /// The queue.
+        queue: String,
+        /// The deduplication ID in use.
+        deduplication_id: String,
+        /// The ID of the workflow that was not enqueued.
+        workflow_id: String,
+    },
     /// The runtime is shutting down: the operation did not start, or a wait was cut short.
     /// The workflow stays `PENDING` and resumes at the next launch.
     #[error("the DBOS runtime is shutting down")]
@@ -188,6 +212,9 @@ impl Error {
             Error::Panic(_) => "Panic",
             Error::CommitFailed(_) => "CommitFailed",
             Error::InvalidArgument(_) => "InvalidArgument",
+            Error::InvalidQueue { .. } => "InvalidQueue",
+            Error::UnknownQueue(_) => "UnknownQueue",
+            Error::QueueDeduplicated { .. } => "QueueDeduplicated",
             Error::ShuttingDown => "ShuttingDown",
             Error::Recorded(p) => &p.name,
         }

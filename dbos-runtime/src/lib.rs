@@ -75,10 +75,11 @@ mod workflow;
 
 pub use config::{DbosConfig, Secret};
 pub use dbos::DBOS;
-pub use dbos_macros::{scheduled, step, transaction, workflow};
+pub use dbos_macros::{queue, scheduled, step, transaction, workflow};
 pub use error::{Error, PortableError, Result, WorkflowError};
 pub use manage::{ForkOptions, StepInfo, WorkflowFilter, WorkflowInfo};
 pub use metrics::MetricsSnapshot;
+pub use queue::Queue;
 pub use runtime::Runtime;
 /// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
 pub use rust_decimal::Decimal;
@@ -94,7 +95,7 @@ pub use sqlx;
 /// Everything a user of the macros needs in one import.
 pub mod prelude {
     pub use crate::{
-        scheduled, step, transaction, workflow, DbosConfig, Error, Tx, WorkflowCall,
+        queue, scheduled, step, transaction, workflow, DbosConfig, Error, Queue, Tx, WorkflowCall,
         WorkflowHandle, DBOS,
     };
     pub use chrono::{DateTime, Utc};

@@ -161,6 +161,7 @@ impl Notifier {
             Change::Message(payload) => self.notify(&format!("m:{payload}")),
             Change::Event(payload) => self.notify(&format!("e:{payload}")),
             Change::Cancelled(id) => self.notify(&done_key(id)),
+            Change::Queue(_) => {}
             Change::Unknown => self.notify_all(),
         }
     }

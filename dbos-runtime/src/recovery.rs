@@ -1,5 +1,5 @@
-//! Recovery and dispatch: PENDING workflows of this executor go back to the internal queue at
-//! launch; the dispatcher claims queued workflows and resumes them from their records.
+//! Recovery: PENDING workflows of this executor go back to their queue at launch; a workflow
+//! the dispatcher claimed resumes from its records.
 
 use crate::error::{Error, Result, WorkflowError};
 use crate::queue::INTERNAL_QUEUE;
@@ -7,10 +7,6 @@ use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
 use crate::sysdb::{Claimed, Outcome};
 use crate::workflow::spawn_execution;
-use std::time::Duration;
-
-/// Workflows claimed per dispatcher pass.
-const CLAIM_BATCH: i64 = 100;
 
 /// Moves this executor's unfinished workflows (of this version) to the queue.
 pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
@@ -21,40 +17,9 @@ pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
     Ok(n)
 }
 
-/// Claims and runs queued workflows until shutdown: every second (±5 %), or at once when woken.
-/// A pass under way when shutdown begins finishes (its claim commits or not); none starts after.
-pub(crate) async fn dispatch_loop(rt: Runtime) {
-    while !rt.is_stopping() {
-        match dispatch_once(&rt).await {
-            Ok(n) if n as i64 == CLAIM_BATCH => continue,
-            Ok(_) => {}
-            Err(Error::ShuttingDown) => return,
-            Err(e) => tracing::warn!("dispatcher pass failed: {e}"),
-        }
-        let jitter = 0.95 + fastrand::f64() * 0.1;
-        let nap = tokio::time::timeout(Duration::from_secs_f64(jitter), rt.dispatcher_woken());
-        if rt.unless_stopping(nap).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// One pass: claims up to a batch and starts each claimed workflow. Returns how many were claimed.
-pub(crate) async fn dispatch_once(rt: &Runtime) -> Result<usize> {
-    let claimed = rt.db().claim(INTERNAL_QUEUE, CLAIM_BATCH).await?;
-    let count = claimed.len();
-    for c in claimed {
-        match resume(rt, c).await {
-            Ok(()) => {}
-            // The rest stay PENDING under this executor and resume at its next launch.
-            Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
-            Err(e) => tracing::error!("resuming a workflow failed: {e}"),
-        }
-    }
-    Ok(count)
-}
-
-async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
+/// Starts a claimed workflow: resumes it from its records (or sets it aside after too many
+/// attempts, or fails it when its inputs cannot be decoded).
+pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
     let limit = i64::from(rt.config().max_recovery_attempts);
     if c.recovery_attempts > limit + 1 {
         tracing::warn!(workflow_id = %c.id, attempts = c.recovery_attempts, "too many recovery attempts; setting the workflow aside");

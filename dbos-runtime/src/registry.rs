@@ -1,6 +1,7 @@
 //! The table of durable functions, collected at link time with `inventory`.
 
 use crate::error::{Error, Result};
+use crate::queue::Queue;
 use crate::serialization::Inputs;
 use crate::workflow::call::ErasedCall;
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ enum EntryKind {
         workflow_name: &'static str,
         cron: &'static str,
     },
+    Queue(&'static Queue),
 }
 
 impl Entry {
@@ -57,6 +59,15 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// A queue declared with `#[queue]`.
+    pub const fn queue(queue: &'static Queue) -> Entry {
+        Entry {
+            kind: EntryKind::Queue(queue),
+        }
+    }
+}
+
 inventory::collect!(Entry);
 
 /// A registered workflow.
@@ -70,6 +81,8 @@ pub(crate) struct Registered {
 pub(crate) struct Registry {
     workflows: HashMap<&'static str, Registered>,
     pub(crate) schedules: Vec<(&'static str, &'static str)>,
+    /// Declared queues, by name (sorted, so dispatch visits them in a stable order).
+    queues: std::collections::BTreeMap<&'static str, &'static Queue>,
 }
 
 impl Registry {
@@ -102,6 +115,19 @@ impl Registry {
                     workflow_name,
                     cron,
                 } => reg.schedules.push((workflow_name, cron)),
+                EntryKind::Queue(q) => {
+                    q.validate()?;
+                    if let Some(other) = reg.queues.insert(q.name(), q) {
+                        if other != q {
+                            return Err(Error::InvalidQueue {
+                                queue: q.name().to_owned(),
+                                why: format!(
+                                    "declared twice with different settings: {other:?} and {q:?}"
+                                ),
+                            });
+                        }
+                    }
+                }
             }
         }
         reg.schedules.sort();
@@ -111,6 +137,16 @@ impl Registry {
 
     pub(crate) fn get(&self, name: &str) -> Option<Registered> {
         self.workflows.get(name).copied()
+    }
+
+    /// The declared queue named `name`.
+    pub(crate) fn queue(&self, name: &str) -> Option<&'static Queue> {
+        self.queues.get(name).copied()
+    }
+
+    /// Every declared queue.
+    pub(crate) fn queues(&self) -> impl Iterator<Item = &'static Queue> + '_ {
+        self.queues.values().copied()
     }
 }
 
@@ -132,6 +168,37 @@ mod tests {
             text.contains("app::wf") && text.contains("src/a.rs:3") && text.contains("src/b.rs:7"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_queue_declared_twice_differently_is_an_error_naming_it() {
+        static A: Queue = Queue::new("mail").concurrency(2);
+        static B: Queue = Queue::new("mail").concurrency(3);
+        let (a, b) = (Entry::queue(&A), Entry::queue(&B));
+        let err = Registry::from_entries([&a, &b].into_iter()).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidQueue { queue, .. } if queue == "mail"),
+            "{err}"
+        );
+        // The same declaration seen twice is fine.
+        let reg = Registry::from_entries([&a, &a].into_iter()).unwrap();
+        assert_eq!(reg.queue("mail"), Some(&A));
+    }
+
+    #[test]
+    fn a_queue_with_a_zero_limit_is_refused_at_launch() {
+        static Z: Queue = Queue::new("zero").concurrency(0);
+        static W: Queue = Queue::new("zero-w").worker_concurrency(0);
+        static R: Queue = Queue::new("zero-r").rate_limit(0, std::time::Duration::from_secs(1));
+        static I: Queue = Queue::new("_dbos_internal_queue");
+        for q in [&Z, &W, &R, &I] {
+            let e = Entry::queue(q);
+            let err = Registry::from_entries([&e].into_iter()).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidQueue { queue, .. } if queue == q.name()),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -138,7 +138,9 @@ impl Runtime {
                         }
                         crate::sysdb::Change::Unknown => {
                             Runtime(inner.clone()).check_cancelled();
+                            inner.dispatch_wake.notify_one();
                         }
+                        crate::sysdb::Change::Queue(_) => inner.dispatch_wake.notify_one(),
                         _ => {}
                     }
                     inner.notifier.on_change(change);

@@ -221,8 +221,12 @@ where
             if opts.read_only {
                 discard(tx).await;
             } else if tx.began() {
+                let enqueued = tx.enqueued > 0;
                 tx.commit().await?;
                 rt.metrics().add_commit();
+                if enqueued {
+                    rt.wake_dispatcher();
+                }
             } else {
                 discard(tx).await;
             }
@@ -314,8 +318,13 @@ impl Op<'_> {
                     discard(tx).await;
                     return Err(e);
                 }
+                let enqueued = tx.enqueued > 0;
                 tx.commit().await?;
                 self.op.rt().metrics().add_commit();
+                if enqueued {
+                    // What it enqueued is committed: the dispatcher may claim it.
+                    self.op.rt().wake_dispatcher();
+                }
                 if !db.shared {
                     self.record_after_commit(&row).await?;
                 }

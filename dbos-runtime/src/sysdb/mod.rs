@@ -17,6 +17,7 @@ mod manage;
 mod messages;
 mod postgres;
 mod queries;
+mod queues;
 mod rows;
 mod sqlite;
 mod sqlite_writer;
@@ -27,6 +28,8 @@ mod workflows;
 pub(crate) use manage::NewFork;
 pub use manage::{StepInfo, WorkflowFilter, WorkflowInfo};
 pub(crate) use messages::NULL_TOPIC;
+pub(crate) use queries::QUEUE_CHANNEL;
+pub(crate) use queues::QueueLimits;
 pub(crate) use rows::{Claimed, NewWorkflow, Outcome, StepRow, StepWrite, WorkflowRow};
 pub use tx::{FromRow, Isolation, Numeric, Param, Tx, TxOptions, TxQuery};
 
@@ -64,6 +67,8 @@ pub(crate) enum Change<'a> {
     Event(&'a str),
     /// Workflow `<workflow>` was cancelled (by our API in another process).
     Cancelled(&'a str),
+    /// Queue `<queue>` has new work, or a free slot (another process enqueued or finished).
+    Queue(&'a str),
     /// Something changed that no key names (another process wrote the SQLite file, or the
     /// `LISTEN` connection was lost and notifications may be missing): every waiter re-checks.
     Unknown,
@@ -104,7 +109,7 @@ impl SysDb {
         };
         let prefix = sys.prefix(&cfg.system_schema);
         let db = SysDb {
-            q: Queries::new(&prefix),
+            q: Queries::new(&prefix, sys.is_postgres()),
             app_prefix: app.prefix(&cfg.system_schema),
             sys,
             app,

@@ -221,6 +221,7 @@ impl PgDb {
                         NOTIFICATIONS_CHANNEL => on_change(Change::Message(n.payload())),
                         EVENTS_CHANNEL => on_change(Change::Event(n.payload())),
                         CANCEL_CHANNEL => on_change(Change::Cancelled(n.payload())),
+                        super::QUEUE_CHANNEL => on_change(Change::Queue(n.payload())),
                         _ => {}
                     },
                     // Lost and reconnected: whatever was sent in between is gone.
@@ -248,7 +249,7 @@ impl PgDb {
     }
 }
 
-/// A fresh LISTEN connection on DBOS's three channels and ours.
+/// A fresh LISTEN connection on DBOS's three channels and our two.
 async fn subscribe(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener
@@ -257,6 +258,7 @@ async fn subscribe(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error
             EVENTS_CHANNEL,
             STREAMS_CHANNEL,
             CANCEL_CHANNEL,
+            super::QUEUE_CHANNEL,
         ])
         .await?;
     Ok(listener)

@@ -1,18 +1,30 @@
 //! [`Queries`]: the system database's statements, formatted once for a schema prefix.
 
+use crate::queue::INTERNAL_QUEUE;
 use crate::serialization::PORTABLE_JSON;
 
 /// Pre-formatted statements for one schema prefix.
 #[derive(Debug)]
 pub(super) struct Queries {
     pub(super) insert_workflow: String,
+    /// `insert_workflow` for an enqueue: on Postgres it also tells other processes (NOTIFY,
+    /// delivered at commit).
+    pub(super) enqueue_workflow: String,
+    /// Returns the finished row's `queue_name`; on Postgres a user queue's other processes
+    /// are told a slot is free.
     pub(super) complete_workflow: String,
     pub(super) get_workflow: String,
     pub(super) record_step: String,
     pub(super) load_steps: String,
     pub(super) recover_pending: String,
-    pub(super) claim_candidates: String,
-    pub(super) claim: String,
+    pub(super) dequeue: String,
+    pub(super) dequeue_partition: String,
+    pub(super) queue_counts: String,
+    pub(super) queue_counts_partition: String,
+    pub(super) queues_with_work: String,
+    pub(super) queue_partitions: String,
+    pub(super) next_delayed: String,
+    pub(super) promote_delayed: String,
     pub(super) dead_letter: String,
     pub(super) insert_version: String,
     pub(super) send: String,
@@ -33,24 +45,119 @@ pub(super) fn cancel_guard(p: &str) -> String {
     )
 }
 
+/// The channel on which Postgres processes tell each other a queue has work, or a free slot:
+/// payload the queue's name. Ours (DBOS has none).
+pub(crate) const QUEUE_CHANNEL: &str = "dbos_queue_channel";
+
+/// The claim of up to `$6` workflows of queue `$5` (optionally only partition `$8`) for this
+/// executor: one statement that picks them in queue order and flips them to PENDING. On
+/// Postgres rows another transaction holds are skipped.
+fn dequeue(p: &str, pg: bool, partition: bool) -> String {
+    let key = if partition {
+        " AND queue_partition_key = $8"
+    } else {
+        ""
+    };
+    let pick = format!(
+        "SELECT workflow_uuid FROM {p}workflow_status \
+         WHERE queue_name = $5 AND status = 'ENQUEUED'{key} \
+         AND (application_version = $2 OR application_version IS NULL) \
+         AND (application_name = $3 OR application_name IS NULL) \
+         ORDER BY priority, created_at LIMIT $6"
+    );
+    let set = "SET status = 'PENDING', executor_id = $1, application_version = $2, \
+         application_name = $3, started_at_epoch_ms = $4, rate_limited = $7, \
+         recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4, \
+         workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL \
+         AND workflow_deadline_epoch_ms IS NULL THEN $4 + workflow_timeout_ms \
+         ELSE workflow_deadline_epoch_ms END";
+    let returning = |w: &str| {
+        format!(
+            "RETURNING {w}workflow_uuid, {w}name, {w}inputs, {w}serialization, \
+             {w}recovery_attempts, {w}workflow_deadline_epoch_ms, {w}priority, {w}created_at"
+        )
+    };
+    if pg {
+        // Materialized: a rescan of a SKIP LOCKED subquery may pick other rows, so an
+        // `IN (subquery)` could claim more than the limit.
+        format!(
+            "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
+             UPDATE {p}workflow_status AS w {set} FROM picked \
+             WHERE w.workflow_uuid = picked.workflow_uuid AND w.status = 'ENQUEUED' {}",
+            returning("w.")
+        )
+    } else {
+        format!(
+            "UPDATE {p}workflow_status {set} WHERE workflow_uuid IN ({pick}) \
+             AND status = 'ENQUEUED' {}",
+            returning("")
+        )
+    }
+}
+
+/// What a queue's limits are measured against: its running workflows (all, and this
+/// executor's: `$2`), and the starts in the rate limiter's window (since `$3`), with the
+/// oldest of those (when the window next frees a slot). Optionally only partition `$4`.
+fn queue_counts(p: &str, partition: bool) -> String {
+    let key = if partition {
+        " AND queue_partition_key = $4"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT (SELECT COUNT(*) FROM {p}workflow_status WHERE queue_name = $1 AND status = 'PENDING'{key}), \
+         (SELECT COUNT(*) FROM {p}workflow_status WHERE queue_name = $1 AND status = 'PENDING' \
+         AND executor_id = $2{key}), \
+         (SELECT COUNT(*) FROM {p}workflow_status WHERE queue_name = $1 AND rate_limited = TRUE \
+         AND status NOT IN ('ENQUEUED', 'DELAYED') AND started_at_epoch_ms > $3{key}), \
+         (SELECT MIN(started_at_epoch_ms) FROM {p}workflow_status WHERE queue_name = $1 \
+         AND rate_limited = TRUE AND status NOT IN ('ENQUEUED', 'DELAYED') \
+         AND started_at_epoch_ms > $3{key})"
+    )
+}
+
+fn complete_workflow(p: &str, pg: bool) -> String {
+    let update = format!(
+        "UPDATE {p}workflow_status SET status = $2, output = $3, error = $4, \
+         deduplication_id = NULL, updated_at = $5, completed_at = $5 \
+         WHERE workflow_uuid = $1 AND status = 'PENDING' RETURNING queue_name"
+    );
+    if !pg {
+        return update;
+    }
+    format!(
+        "WITH u AS ({update}) SELECT u.queue_name FROM u LEFT JOIN LATERAL \
+         (SELECT pg_notify('{QUEUE_CHANNEL}', u.queue_name) WHERE u.queue_name IS NOT NULL \
+         AND u.queue_name <> '{INTERNAL_QUEUE}') n ON TRUE"
+    )
+}
+
 impl Queries {
-    pub(super) fn new(p: &str) -> Queries {
+    pub(super) fn new(p: &str, pg: bool) -> Queries {
         let guard = cancel_guard(p);
-        Queries {
-            insert_workflow: format!(
+        let insert_workflow = format!(
                 "INSERT INTO {p}workflow_status (workflow_uuid, status, name, inputs, executor_id, \
                  application_version, application_name, owner_xid, parent_workflow_id, queue_name, \
                  recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority, \
-                 workflow_timeout_ms, workflow_deadline_epoch_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{PORTABLE_JSON}', $12, $12, $13, 0, $14, $15) \
+                 workflow_timeout_ms, workflow_deadline_epoch_ms, deduplication_id, queue_partition_key, \
+                 delay_until_epoch_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{PORTABLE_JSON}', $12, $12, $13, $16, $14, $15, \
+                 $17, $18, $19) \
                  ON CONFLICT (workflow_uuid) DO UPDATE SET updated_at = EXCLUDED.updated_at \
                  RETURNING status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms"
-            ),
-            complete_workflow: format!(
-                "UPDATE {p}workflow_status SET status = $2, output = $3, error = $4, \
-                 deduplication_id = NULL, updated_at = $5, completed_at = $5 \
-                 WHERE workflow_uuid = $1 AND status = 'PENDING'"
-            ),
+            );
+        let enqueue_workflow = if pg {
+            format!(
+                "WITH w AS ({insert_workflow}) SELECT w.* FROM w, \
+                 (SELECT pg_notify('{QUEUE_CHANNEL}', $10)) n"
+            )
+        } else {
+            insert_workflow.clone()
+        };
+        Queries {
+            enqueue_workflow,
+            insert_workflow,
+            complete_workflow: complete_workflow(p, pg),
             get_workflow: format!(
                 "SELECT status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms \
                  FROM {p}workflow_status WHERE workflow_uuid = $1"
@@ -73,25 +180,27 @@ impl Queries {
                  WHERE status = 'PENDING' AND executor_id = $1 AND application_version = $2 \
                  AND (application_name = $3 OR application_name IS NULL)"
             ),
-            claim_candidates: format!(
-                "SELECT workflow_uuid FROM {p}workflow_status \
-                 WHERE queue_name = $4 AND status = 'ENQUEUED' \
-                 AND (application_version = $1 OR application_version IS NULL) \
-                 AND (application_name = $2 OR application_name IS NULL) \
-                 ORDER BY priority, created_at LIMIT $3"
+            dequeue: dequeue(p, pg, false),
+            dequeue_partition: dequeue(p, pg, true),
+            queue_counts: queue_counts(p, false),
+            queue_counts_partition: queue_counts(p, true),
+            // Both read only the in-flight index (ENQUEUED and PENDING rows).
+            queues_with_work: format!(
+                "SELECT DISTINCT queue_name FROM {p}workflow_status WHERE status = 'ENQUEUED' \
+                 AND queue_name IS NOT NULL"
             ),
-            // Re-checks the row: of several processes claiming one workflow, one wins.
-            claim: format!(
-                "UPDATE {p}workflow_status SET status = 'PENDING', executor_id = $1, application_version = $2, \
-                 application_name = $3, started_at_epoch_ms = $4, rate_limited = FALSE, \
-                 recovery_attempts = COALESCE(recovery_attempts, 0) + 1, updated_at = $4, \
-                 workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL \
-                 AND workflow_deadline_epoch_ms IS NULL THEN $4 + workflow_timeout_ms \
-                 ELSE workflow_deadline_epoch_ms END \
-                 WHERE workflow_uuid = $5 AND status = 'ENQUEUED' AND queue_name = $6 \
-                 AND (application_version = $2 OR application_version IS NULL) \
-                 AND (application_name = $3 OR application_name IS NULL) \
-                 RETURNING workflow_uuid, name, inputs, serialization, recovery_attempts, workflow_deadline_epoch_ms"
+            queue_partitions: format!(
+                "SELECT DISTINCT queue_partition_key FROM {p}workflow_status WHERE queue_name = $1 \
+                 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL"
+            ),
+            next_delayed: format!(
+                "SELECT MIN(delay_until_epoch_ms) FROM {p}workflow_status WHERE status = 'DELAYED' \
+                 AND (application_name = $1 OR application_name IS NULL)"
+            ),
+            promote_delayed: format!(
+                "UPDATE {p}workflow_status SET status = 'ENQUEUED', updated_at = $1 \
+                 WHERE status = 'DELAYED' AND delay_until_epoch_ms <= $1 \
+                 AND (application_name = $2 OR application_name IS NULL)"
             ),
             dead_letter: format!(
                 "UPDATE {p}workflow_status SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', queue_name = NULL, \

@@ -20,6 +20,14 @@ pub(crate) struct NewWorkflow<'a> {
     /// `workflow_deadline_epoch_ms`: set for a direct start with a timeout, or inherited from
     /// the parent; an enqueued workflow's is set when a dispatcher claims it.
     pub deadline_ms: Option<i64>,
+    /// Queue priority (0 when none was given).
+    pub priority: i32,
+    /// `deduplication_id`.
+    pub dedup_id: Option<&'a str>,
+    /// `queue_partition_key`.
+    pub partition: Option<&'a str>,
+    /// Enqueued `DELAYED` until this long after now.
+    pub delay_ms: Option<i64>,
 }
 
 /// What the start upsert found: our own new row or the existing one.
@@ -68,6 +76,8 @@ pub(crate) struct Claimed {
     pub serialization: Option<String>,
     pub recovery_attempts: i64,
     pub deadline_ms: Option<i64>,
+    /// Queue order: priority, then `created_at`.
+    pub order: (i32, i64),
 }
 
 /// A workflow's terminal outcome, serialized.
@@ -107,6 +117,7 @@ where
     usize: sqlx::ColumnIndex<R>,
     String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    i32: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
     let e = || Error::db("claiming an enqueued workflow");
     Ok(Claimed {
@@ -116,6 +127,7 @@ where
         serialization: r.try_get(3).map_err(e())?,
         recovery_attempts: r.try_get::<Option<i64>, _>(4).map_err(e())?.unwrap_or(0),
         deadline_ms: r.try_get::<Option<i64>, _>(5).map_err(e())?,
+        order: (r.try_get(6).map_err(e())?, r.try_get(7).map_err(e())?),
     })
 }
 

@@ -8,7 +8,9 @@ use crate::error::Result;
 impl SysDb {
     /// Opens an application transaction.
     pub(crate) async fn begin_app(&self, opts: &TxOptions) -> Result<Tx> {
-        Tx::begin(&self.app, opts).await
+        let mut tx = Tx::begin(&self.app, opts).await?;
+        tx.on_system_db = self.shared;
+        Ok(tx)
     }
 
     /// Reads a `transaction_outputs` row inside an app transaction (separate-database setup).

@@ -1,13 +1,9 @@
 //! `SysDb`'s workflow operations: status rows (start, complete, read), recorded steps,
-//! recovery of pending workflows, claims from a queue, dead-lettering and application versions.
+//! recovery of pending workflows, dead-lettering and application versions.
 
 use super::backend::{on_reader, on_writer};
-use super::rows::{
-    bind_step, check_step_written, claimed_row, step_row, step_write_error, workflow_row,
-};
-use super::{
-    now_ms, Backend, Claimed, NewWorkflow, Outcome, StepRow, StepWrite, SysDb, WorkflowRow,
-};
+use super::rows::{bind_step, check_step_written, step_row, step_write_error, workflow_row};
+use super::{now_ms, Backend, NewWorkflow, Outcome, StepRow, StepWrite, SysDb, WorkflowRow};
 use crate::error::{Error, Result};
 use sqlx::Row;
 
@@ -15,9 +11,19 @@ impl SysDb {
     /// Inserts the workflow's status row, or finds the existing one (one upsert).
     pub(crate) async fn insert_workflow(&self, w: &NewWorkflow<'_>) -> Result<WorkflowRow> {
         let now = now_ms();
-        let (status, queue, attempts, started) = match w.queue {
-            Some(queue) => ("ENQUEUED", Some(queue), 0_i64, None),
-            None => ("PENDING", None, 1_i64, Some(now)),
+        let (status, queue, attempts, started) = match (w.queue, w.delay_ms) {
+            (Some(queue), Some(d)) if d > 0 => ("DELAYED", Some(queue), 0_i64, None),
+            (Some(queue), _) => ("ENQUEUED", Some(queue), 0_i64, None),
+            (None, _) => ("PENDING", None, 1_i64, Some(now)),
+        };
+        let delay_until = match w.delay_ms {
+            Some(d) if d > 0 => Some(now.saturating_add(d)),
+            _ => None,
+        };
+        let sql = if queue.is_some() {
+            &self.q.enqueue_workflow
+        } else {
+            &self.q.insert_workflow
         };
         // A direct start's timeout runs from now; an enqueued one's from its claim.
         let deadline = match (w.queue, w.timeout_ms) {
@@ -26,7 +32,7 @@ impl SysDb {
         };
         self.metrics.add_commit();
         on_writer!(&self.sys, |p| {
-            let row = sqlx::query(&self.q.insert_workflow)
+            let row = sqlx::query(sql)
                 .bind(w.id)
                 .bind(status)
                 .bind(w.name)
@@ -42,9 +48,22 @@ impl SysDb {
                 .bind(started)
                 .bind(w.timeout_ms)
                 .bind(deadline)
+                .bind(w.priority)
+                .bind(w.dedup_id)
+                .bind(w.partition)
+                .bind(delay_until)
                 .fetch_all(&mut *p)
                 .await
-                .map_err(Error::db("starting a workflow"))?;
+                .map_err(|e| match (super::unique_violation(&e), queue, w.dedup_id) {
+                    // The workflow ID is the upsert's conflict target: only the
+                    // deduplication index can raise this.
+                    (true, Some(queue), Some(dedup)) => Error::QueueDeduplicated {
+                        queue: queue.to_owned(),
+                        deduplication_id: dedup.to_owned(),
+                        workflow_id: w.id.to_owned(),
+                    },
+                    _ => Error::db("starting a workflow")(e),
+                })?;
             let row = row
                 .first()
                 .ok_or_else(|| Error::db("starting a workflow")(sqlx::Error::RowNotFound))?;
@@ -52,25 +71,64 @@ impl SysDb {
         })
     }
 
-    /// Writes a terminal status; `false` when the row was no longer PENDING (cancelled,
-    /// dead-lettered or handed on).
-    pub(crate) async fn complete_workflow(&self, id: &str, outcome: &Outcome) -> Result<bool> {
+    /// The enqueue upsert for `w` (on `w.queue`) with its parameters in order, to run inside
+    /// an application transaction ([`super::Tx::enqueue`]).
+    pub(crate) fn enqueue_statement(&self, w: &NewWorkflow<'_>) -> (String, Vec<super::Param>) {
+        let now = now_ms();
+        let delay_until = w.delay_ms.filter(|d| *d > 0).map(|d| now.saturating_add(d));
+        let status = if delay_until.is_some() {
+            "DELAYED"
+        } else {
+            "ENQUEUED"
+        };
+        let params: Vec<super::Param> = vec![
+            w.id.into(),
+            status.into(),
+            w.name.into(),
+            w.inputs.into(),
+            self.executor_id.as_str().into(),
+            self.app_version.as_str().into(),
+            self.app_name.as_str().into(),
+            w.owner_xid.into(),
+            w.parent_id.into(),
+            w.queue.into(),
+            0_i64.into(),
+            now.into(),
+            None::<i64>.into(),
+            w.timeout_ms.into(),
+            w.deadline_ms.into(),
+            w.priority.into(),
+            w.dedup_id.into(),
+            w.partition.into(),
+            delay_until.into(),
+        ];
+        (self.q.enqueue_workflow.clone(), params)
+    }
+
+    /// Writes a terminal status. `None` when the row was no longer PENDING (cancelled,
+    /// dead-lettered or handed on); otherwise the queue the workflow came from, if any (on
+    /// Postgres the same statement told other processes that queue has a free slot).
+    pub(crate) async fn complete_workflow(
+        &self,
+        id: &str,
+        outcome: &Outcome,
+    ) -> Result<Option<Option<String>>> {
         let (status, output, error) = match outcome {
             Outcome::Success(o) => ("SUCCESS", Some(o.as_str()), None),
             Outcome::Error(e) => ("ERROR", None, Some(e.as_str())),
         };
         self.metrics.add_commit();
         on_writer!(&self.sys, |p| {
-            let done = sqlx::query(&self.q.complete_workflow)
+            let rows = sqlx::query_scalar::<_, Option<String>>(&self.q.complete_workflow)
                 .bind(id)
                 .bind(status)
                 .bind(output)
                 .bind(error)
                 .bind(now_ms())
-                .execute(&mut *p)
+                .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("recording a workflow's outcome"))?;
-            Ok(done.rows_affected() > 0)
+            Ok(rows.into_iter().next())
         })
     }
 
@@ -164,47 +222,6 @@ impl SysDb {
                 .await
                 .map_err(Error::db("recovering pending workflows"))?;
             Ok(done.rows_affected())
-        })
-    }
-
-    /// Claims up to `limit` workflows enqueued on `queue` for this executor.
-    ///
-    /// Candidates are read without writing anything (an idle dispatcher costs no commit); each
-    /// is then claimed by an update that re-checks it, so of several processes one wins.
-    pub(crate) async fn claim(&self, queue: &str, limit: i64) -> Result<Vec<Claimed>> {
-        let ids: Vec<String> = on_reader!(&self.sys, |p| {
-            sqlx::query_scalar(&self.q.claim_candidates)
-                .bind(&self.app_version)
-                .bind(&self.app_name)
-                .bind(limit)
-                .bind(queue)
-                .fetch_all(&mut *p)
-                .await
-                .map_err(Error::db("finding enqueued workflows"))
-        })?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            claimed.extend(self.claim_one(queue, id).await?);
-        }
-        Ok(claimed)
-    }
-
-    async fn claim_one(&self, queue: &str, id: String) -> Result<Option<Claimed>> {
-        self.metrics.add_commit();
-        on_writer!(&self.sys, |p| {
-            let row = sqlx::query(&self.q.claim)
-                .bind(&self.executor_id)
-                .bind(&self.app_version)
-                .bind(&self.app_name)
-                .bind(now_ms())
-                .bind(id)
-                .bind(queue)
-                .fetch_all(&mut *p)
-                .await;
-            match row {
-                Ok(rows) => rows.first().map(claimed_row).transpose(),
-                Err(e) => Err(Error::db("claiming an enqueued workflow")(e)),
-            }
         })
     }
 

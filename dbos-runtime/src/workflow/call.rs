@@ -2,6 +2,7 @@
 //! typed ([`WorkflowCall`]) or erased for the registry ([`ErasedCall`]).
 
 use crate::error::{PortableError, Result, WorkflowError};
+use crate::queue::EnqueueOptions;
 use crate::serialization::{self, ArgsEncoder};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
@@ -25,6 +26,7 @@ pub struct ErasedCall {
     pub(crate) body: BoxFuture<'static, Finished>,
     pub(crate) id: Option<String>,
     pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) enqueue: EnqueueOptions,
 }
 
 impl std::fmt::Debug for ErasedCall {
@@ -88,6 +90,7 @@ where
                 body: Box::pin(body),
                 id: None,
                 timeout: None,
+                enqueue: EnqueueOptions::default(),
             },
             _types: PhantomData,
         }
@@ -108,6 +111,41 @@ where
     pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.erased.timeout = Some(timeout);
         self
+    }
+
+    /// Enqueued with this priority (on a queue declared
+    /// [`priority_enabled`](crate::Queue::priority_enabled)): lower numbers run first, and a
+    /// workflow enqueued without one has priority 0. At most `i32::MAX`.
+    pub fn with_priority(mut self, priority: u32) -> Self {
+        self.erased.enqueue.priority = Some(priority);
+        self
+    }
+
+    /// Enqueued with this deduplication ID: while a workflow with the same ID is enqueued or
+    /// running on the queue, the enqueue fails with
+    /// [`Error::QueueDeduplicated`](crate::Error::QueueDeduplicated); once it finishes (or is
+    /// cancelled) the ID is free again.
+    pub fn with_dedup_id(mut self, dedup_id: impl Into<String>) -> Self {
+        self.erased.enqueue.dedup_id = Some(dedup_id.into());
+        self
+    }
+
+    /// Enqueued in this partition of a [`partitioned`](crate::Queue::partitioned) queue: the
+    /// queue's limits hold for each partition key separately.
+    pub fn with_partition(mut self, key: impl Into<String>) -> Self {
+        self.erased.enqueue.partition = Some(key.into());
+        self
+    }
+
+    /// Enqueued `DELAYED`: no dispatcher starts it before `delay` has passed (measured from the
+    /// enqueue, on the database's clock of record, so it survives restarts).
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.erased.enqueue.delay = Some(delay);
+        self
+    }
+
+    pub(crate) fn enqueue_options(&self) -> &EnqueueOptions {
+        &self.erased.enqueue
     }
 
     /// The registered name of the workflow function.

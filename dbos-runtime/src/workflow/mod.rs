@@ -42,7 +42,7 @@ where
     }
 }
 
-fn validate_id(id: &str) -> Result<()> {
+pub(crate) fn validate_id(id: &str) -> Result<()> {
     if id.trim().is_empty() {
         return Err(Error::InvalidWorkflowId {
             id: id.to_owned(),
@@ -63,12 +63,32 @@ where
     Ok(WorkflowHandle::new(id, rt, local))
 }
 
+/// Enqueues a workflow call on `queue` (declared and checked by the caller).
+pub(crate) async fn start_on<T, E>(
+    call: WorkflowCall<T, E>,
+    queue: &str,
+) -> Result<WorkflowHandle<T, E>>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+    E: WorkflowError,
+{
+    let (rt, id, local) = start_erased(call.erase(), Some(queue)).await?;
+    Ok(WorkflowHandle::new(id, rt, local))
+}
+
 /// The untyped start: returns the runtime, the workflow ID and, when this call runs the body
 /// here, the receiver of its outcome.
 pub(crate) async fn start_erased(
     call: ErasedCall,
     queue: Option<&str>,
 ) -> Result<(Runtime, String, Option<Local>)> {
+    if queue.is_none() && !call.enqueue.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "a priority, deduplication ID, partition or delay applies only to an enqueue \
+             (`QUEUE.enqueue(call)`); workflow `{}` was started directly",
+            call.name
+        )));
+    }
     match operation::begin(call.name)? {
         Site::InStep(..) => Err(Error::InStep("starting a workflow")),
         Site::Outside(rt) => {
@@ -143,19 +163,8 @@ async fn insert_and_run(
     queue: Option<&str>,
     inherited_deadline: Option<i64>,
 ) -> Result<Option<Local>> {
+    let f = Fields::of(&call)?;
     let inputs = call.inputs?;
-    let timeout_ms =
-        match call.timeout {
-            Some(t) => Some(i64::try_from(t.as_millis()).map_err(|_| {
-                Error::InvalidArgument(format!("workflow timeout {t:?} is too long"))
-            })?),
-            None => None,
-        };
-    if timeout_ms == Some(0) {
-        return Err(Error::InvalidArgument(
-            "a workflow timeout must be positive".into(),
-        ));
-    }
     let owner = uuid::Uuid::new_v4().to_string();
     let row = rt
         .db()
@@ -166,12 +175,16 @@ async fn insert_and_run(
             owner_xid: &owner,
             parent_id: parent,
             queue,
-            timeout_ms,
-            deadline_ms: if timeout_ms.is_some() {
+            timeout_ms: f.timeout_ms,
+            deadline_ms: if f.timeout_ms.is_some() {
                 None
             } else {
                 inherited_deadline
             },
+            priority: f.priority,
+            dedup_id: call.enqueue.dedup_id.as_deref(),
+            partition: call.enqueue.partition.as_deref(),
+            delay_ms: f.delay_ms,
         })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {
@@ -198,6 +211,47 @@ async fn insert_and_run(
         });
     }
     Ok(None)
+}
+
+/// A call's timeout, priority and delay, checked and in the columns' units.
+pub(crate) struct Fields {
+    pub timeout_ms: Option<i64>,
+    pub priority: i32,
+    pub delay_ms: Option<i64>,
+}
+
+impl Fields {
+    pub(crate) fn of(call: &ErasedCall) -> Result<Fields> {
+        let timeout_ms = match call.timeout {
+            Some(t) if t.is_zero() => {
+                return Err(Error::InvalidArgument(
+                    "a workflow timeout must be positive".into(),
+                ))
+            }
+            Some(t) => Some(i64::try_from(t.as_millis()).map_err(|_| {
+                Error::InvalidArgument(format!("workflow timeout {t:?} is too long"))
+            })?),
+            None => None,
+        };
+        let priority = match call.enqueue.priority {
+            Some(p) => i32::try_from(p).map_err(|_| {
+                Error::InvalidArgument(format!("priority {p} is above the maximum, {}", i32::MAX))
+            })?,
+            None => 0,
+        };
+        let delay_ms = match call.enqueue.delay {
+            Some(d) => Some(
+                i64::try_from(d.as_millis())
+                    .map_err(|_| Error::InvalidArgument(format!("delay {d:?} is too long")))?,
+            ),
+            None => None,
+        };
+        Ok(Fields {
+            timeout_ms,
+            priority,
+            delay_ms,
+        })
+    }
 }
 
 /// Runs a workflow body in its own task under a fresh context; records the outcome.
@@ -328,8 +382,14 @@ async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) -> bool {
     let mut delay = Duration::from_millis(10);
     for attempt in 0..8 {
         match rt.db().complete_workflow(id, outcome).await {
-            Ok(true) => return true,
-            Ok(false) => {
+            Ok(Some(queue)) => {
+                // A slot of its queue is free: the dispatcher may start the next one.
+                if queue.is_some_and(|q| q != INTERNAL_QUEUE) {
+                    rt.wake_dispatcher();
+                }
+                return true;
+            }
+            Ok(None) => {
                 tracing::warn!(workflow_id = %id, "workflow was no longer PENDING when it finished; outcome not recorded");
                 return false;
             }

@@ -8,6 +8,7 @@
 
 mod checkpoint;
 mod numeric;
+mod outbox;
 mod param;
 mod pg;
 mod query;
@@ -131,6 +132,10 @@ pub struct Tx {
     pub(crate) conflicted: bool,
     /// A statement failed (on Postgres this aborts the transaction).
     failed: bool,
+    /// The transaction runs on the system database, where [`Tx::enqueue`] can write.
+    pub(crate) on_system_db: bool,
+    /// Workflows enqueued by [`Tx::enqueue`] so far.
+    pub(crate) enqueued: u32,
 }
 
 enum Inner {
@@ -203,6 +208,8 @@ impl Tx {
             _pass: pass,
             conflicted: false,
             failed: false,
+            on_system_db: false,
+            enqueued: 0,
         })
     }
 
