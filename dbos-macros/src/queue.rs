@@ -12,7 +12,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     match parse(args, item.clone()) {
         Ok(item) => {
             let name = &item.ident;
-            let reg = quote_spanned! {item.ident.span()=>
+            let reg = quote_spanned! {item.ty.span()=>
                 ::dbos_runtime::__private::inventory::submit! {
                     ::dbos_runtime::__private::Entry::queue(&#name)
                 }

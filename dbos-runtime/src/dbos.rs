@@ -24,7 +24,7 @@ impl Runtime {
         rt.db().insert_app_version().await?;
         rt.listen().await?;
         crate::recovery::recover_pending(&rt).await?;
-        rt.keep(tokio::spawn(crate::queue::dispatch_loop(rt.clone())));
+        rt.keep(tokio::spawn(crate::dispatch::dispatch_loop(rt.clone())));
         for &(name, cron) in &rt.registry().schedules {
             rt.keep(tokio::spawn(crate::scheduler::run_schedule(
                 rt.clone(),

@@ -54,6 +54,7 @@ mod cancel;
 mod config;
 mod context;
 mod dbos;
+mod dispatch;
 mod error;
 mod events;
 mod manage;

@@ -1,0 +1,6 @@
+use dbos_runtime::prelude::*;
+
+#[queue]
+const EMAILS: Queue = Queue::new("emails");
+
+fn main() {}

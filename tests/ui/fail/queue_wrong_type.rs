@@ -1,0 +1,6 @@
+use dbos_runtime::prelude::*;
+
+#[queue]
+static EMAILS: &str = "emails";
+
+fn main() {}
