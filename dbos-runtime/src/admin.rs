@@ -388,6 +388,12 @@ async fn prometheus(rt: &Runtime) -> Result<String, Failure> {
             m.recoveries(),
         ),
         (
+            "dbos_executor_takeovers_total",
+            "counter",
+            "Dead executors whose unfinished workflows this process took over (Postgres).",
+            m.takeovers(),
+        ),
+        (
             "dbos_commits_total",
             "counter",
             "Database transactions the runtime committed.",

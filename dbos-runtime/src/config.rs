@@ -18,7 +18,12 @@ pub struct DbosConfig {
     pub database_url: String,
     /// A separate system database; `None` keeps workflow state in the application database.
     pub system_database_url: Option<String>,
-    /// This process's executor ID: stable across restarts, distinct per process sharing a database.
+    /// This process's executor ID: distinct per process sharing a database. Default:
+    /// `DBOS__VMID`, else `local`. On Postgres a launched runtime replaces `local` by an ID of
+    /// its own (`<host>-<pid>-<random>`), so processes never recover each other's live work;
+    /// its unfinished workflows are taken over by a restart on the same host at once, or by
+    /// any live process after [`DbosConfig::liveness_timeout`]. Set `DBOS__VMID` (or this
+    /// field to anything but `local`) for an ID that is stable across restarts.
     pub executor_id: String,
     /// The application version recorded on each workflow; only workflows of this version are recovered.
     pub application_version: String,
@@ -62,6 +67,12 @@ pub struct DbosConfig {
     /// A bearer token every admin request must carry (`Authorization: Bearer <token>`), else
     /// 401. [`DbosConfig::from_env`] reads it from `DBOS_ADMIN_TOKEN`.
     pub admin_token: Option<Secret>,
+    /// Postgres: how long a process may go without renewing its liveness record before the
+    /// live processes of the application consider it dead, and one of them takes over its
+    /// unfinished workflows (they resume from their last checkpoint). Default: 30 s. The
+    /// record is renewed every fifth of this; a process that was only paused and comes back
+    /// finds its workflows fenced off (see the README's queue section).
+    pub liveness_timeout: std::time::Duration,
 }
 
 /// A secret string: shown as `<redacted>` by `Debug`.
@@ -96,6 +107,7 @@ impl DbosConfig {
             admin_port: None,
             admin_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             admin_token: None,
+            liveness_timeout: std::time::Duration::from_secs(30),
         }
     }
 
@@ -106,6 +118,12 @@ impl DbosConfig {
     /// [`DbosConfig::scheduler_catch_up`]).
     pub fn with_scheduler_catch_up(mut self, max_ticks: u32) -> Self {
         self.scheduler_catch_up = Some(max_ticks);
+        self
+    }
+
+    /// Sets [`DbosConfig::liveness_timeout`] (at least 100 ms).
+    pub fn with_liveness_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.liveness_timeout = timeout;
         self
     }
 
@@ -184,6 +202,12 @@ impl DbosConfig {
         }
         if self.executor_id.trim().is_empty() {
             return Err(Error::Config("the executor id is empty".into()));
+        }
+        if self.liveness_timeout < std::time::Duration::from_millis(100) {
+            return Err(Error::Config(format!(
+                "liveness_timeout is {:?}; it must be at least 100 ms",
+                self.liveness_timeout
+            )));
         }
         if self.max_recovery_attempts < 0 {
             return Err(Error::Config("max_recovery_attempts must be ≥ 0".into()));
@@ -282,6 +306,31 @@ impl DatabaseUrl {
             )))
         }
     }
+}
+
+/// The executor ID a launched runtime uses: the configured one, except that on Postgres the
+/// default `local` (with no `DBOS__VMID`) becomes `<host>-<pid>-<random>`, unique per process.
+pub(crate) fn resolve_executor_id(cfg: &mut DbosConfig) {
+    let sys = cfg
+        .system_database_url
+        .as_deref()
+        .unwrap_or(&cfg.database_url);
+    let on_postgres = matches!(DatabaseUrl::parse(sys), Ok(DatabaseUrl::Postgres(_)));
+    if on_postgres && cfg.executor_id == "local" && std::env::var_os("DBOS__VMID").is_none() {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        cfg.executor_id = format!("{}-{}-{}", hostname(), std::process::id(), &random[..8]);
+    }
+}
+
+/// This machine's name (for telling which liveness records' pids can be checked here).
+pub(crate) fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ impl Runtime {
         start_admin(&rt).await?;
         rt.db().insert_app_version().await?;
         rt.listen().await?;
+        crate::liveness::start(&rt).await?;
         crate::recovery::recover_pending(&rt).await?;
         rt.keep(tokio::spawn(crate::dispatch::dispatch_loop(rt.clone())));
         for &(name, cron) in &rt.registry().schedules {

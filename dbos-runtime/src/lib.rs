@@ -57,6 +57,7 @@ mod dbos;
 mod dispatch;
 mod error;
 mod events;
+mod liveness;
 mod manage;
 mod messages;
 mod metrics;

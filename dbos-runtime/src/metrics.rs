@@ -17,6 +17,7 @@ pub(crate) struct Metrics {
     commits: AtomicU64,
     retries: AtomicU64,
     recoveries: AtomicU64,
+    takeovers: AtomicU64,
     started: Mutex<BTreeMap<String, u64>>,
     finished: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     steps: Mutex<BTreeMap<String, Histogram>>,
@@ -75,6 +76,16 @@ impl Metrics {
     /// A workflow attempted before (crashed, cut off, or resumed) runs again here.
     pub(crate) fn workflow_recovered(&self) {
         self.recoveries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This process took over a dead executor's unfinished workflows.
+    pub(crate) fn executor_taken_over(&self) {
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
+    pub(crate) fn takeovers(&self) -> u64 {
+        self.takeovers.load(Ordering::Relaxed)
     }
 
     /// A workflow execution here ended with `status` (SUCCESS, ERROR, CANCELLED, or

@@ -98,8 +98,11 @@ const INTERNAL_DRAIN: Duration = Duration::from_secs(5);
 impl Runtime {
     /// Validates the configuration, collects the registry and opens (and migrates) the
     /// system database; starts nothing.
-    pub(crate) async fn open(cfg: DbosConfig, mode: Mode) -> Result<Runtime> {
+    pub(crate) async fn open(mut cfg: DbosConfig, mode: Mode) -> Result<Runtime> {
         cfg.validate()?;
+        if mode == Mode::Launched {
+            crate::config::resolve_executor_id(&mut cfg);
+        }
         let registry = Registry::collect()?;
         let db = SysDb::open(&cfg).await?;
         Ok(Runtime(Arc::new(Inner {
@@ -224,6 +227,12 @@ impl Runtime {
                 .iter()
                 .filter_map(|e| e.task.as_ref())
                 .for_each(AbortHandle::abort);
+        }
+        // Nothing of ours runs any more: our unfinished workflows may be taken over at once.
+        if self.0.mode == Mode::Launched {
+            if let Err(e) = self.0.db.expire_self().await {
+                tracing::debug!("expiring the liveness record: {e}");
+            }
         }
         // Every statement under way has ended on the server when the connections are closed.
         if tokio::time::timeout(INTERNAL_DRAIN, self.0.db.close())

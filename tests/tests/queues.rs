@@ -460,7 +460,13 @@ both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_dispatcher_commits_nothing() {
     let db = TestDb::fresh(dbos_tests::Backend::Postgres, "queues_idle_pg").await;
-    let rt = launch(&db, "q-idle").await;
+    // (The liveness record is renewed every fifth of this: not within the test.)
+    let cfg = db
+        .config("q-idle")
+        .with_liveness_timeout(Duration::from_secs(60));
+    let rt = within("launch", Runtime::launch(cfg))
+        .await
+        .expect("launch");
     let h = rt
         .enqueue(&PLAIN, counted("idle".into()))
         .await
@@ -474,4 +480,49 @@ async fn an_idle_dispatcher_commits_nothing() {
         "no commit while idle"
     );
     rt.shutdown().await;
+}
+
+/// On Postgres every launched process gets an executor ID of its own unless one is set, and
+/// records itself as alive; a clean shutdown marks it expired, so its work is taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_executor_ids_on_postgres_are_unique_and_recorded_alive() {
+    let db = TestDb::fresh(dbos_tests::Backend::Postgres, "queues_executor_ids_pg").await;
+    let a = launch(&db, "q-ids").await;
+    let b = launch(&db, "q-ids").await;
+    let fixed = within(
+        "launch",
+        Runtime::launch(db.config("q-ids").with_executor_id("fixed")),
+    )
+    .await
+    .expect("launch");
+    let (ia, ib) = (
+        a.config().executor_id.clone(),
+        b.config().executor_id.clone(),
+    );
+    assert_ne!(ia, ib, "two processes, two IDs");
+    assert!(
+        ia != "local" && ia.contains(&std::process::id().to_string()),
+        "{ia}"
+    );
+    assert_eq!(
+        fixed.config().executor_id,
+        "fixed",
+        "a configured ID is kept"
+    );
+    let x = db.inspect().await;
+    let alive = x
+        .scalar("SELECT COUNT(*) FROM dbos.rs_executor_liveness WHERE last_seen_at > 0")
+        .await;
+    assert_eq!(alive, 3);
+    a.shutdown().await;
+    let expired = x
+        .rows("SELECT executor_id FROM dbos.rs_executor_liveness WHERE last_seen_at = 0")
+        .await;
+    assert_eq!(
+        expired,
+        vec![vec![Some(ia)]],
+        "a clean shutdown expires its record"
+    );
+    b.shutdown().await;
+    fixed.shutdown().await;
 }

@@ -13,6 +13,7 @@
 mod backend;
 mod events;
 mod gate;
+mod liveness;
 mod manage;
 mod messages;
 mod postgres;
@@ -109,7 +110,7 @@ impl SysDb {
         };
         let prefix = sys.prefix(&cfg.system_schema);
         let db = SysDb {
-            q: Queries::new(&prefix, sys.is_postgres()),
+            q: Queries::new(&prefix, sys.is_postgres(), &cfg.executor_id),
             app_prefix: app.prefix(&cfg.system_schema),
             sys,
             app,

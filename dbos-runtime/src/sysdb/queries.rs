@@ -35,14 +35,22 @@ pub(super) struct Queries {
     pub(super) get_event: String,
 }
 
-/// The `function_name` of a step write, `$3`, or NULL when workflow `$1` is CANCELLED: the
-/// NOT NULL violation stops the write (and, in a transaction step, the `COMMIT` sent after
-/// it), so nothing is recorded for a cancelled workflow, whoever cancelled it.
-pub(super) fn cancel_guard(p: &str) -> String {
+/// The `function_name` of a step write, `$3`, or NULL when workflow `$1` is no longer this
+/// executor's running workflow: CANCELLED (by anyone), or no longer PENDING under executor
+/// `me` (handed back to a queue, or taken over by another process after this one missed its
+/// liveness deadline). The NOT NULL violation stops the write (and, in a transaction step, the
+/// `COMMIT` sent after it), so nothing is recorded by an execution that lost its workflow.
+pub(super) fn cancel_guard(p: &str, me: &str) -> String {
+    let me = sql_literal(me);
     format!(
         "CASE WHEN EXISTS (SELECT 1 FROM {p}workflow_status WHERE workflow_uuid = $1 \
-         AND status = 'CANCELLED') THEN NULL ELSE $3 END"
+         AND (status <> 'PENDING' OR executor_id <> {me})) THEN NULL ELSE $3 END"
     )
+}
+
+/// `s` as a SQL string literal (standard strings: only `'` is special).
+pub(super) fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The channel on which Postgres processes tell each other a queue has work, or a free slot:
@@ -116,11 +124,13 @@ fn queue_counts(p: &str, partition: bool) -> String {
     )
 }
 
-fn complete_workflow(p: &str, pg: bool) -> String {
+fn complete_workflow(p: &str, pg: bool, me: &str) -> String {
+    let me = sql_literal(me);
     let update = format!(
         "UPDATE {p}workflow_status SET status = $2, output = $3, error = $4, \
          deduplication_id = NULL, updated_at = $5, completed_at = $5 \
-         WHERE workflow_uuid = $1 AND status = 'PENDING' RETURNING queue_name"
+         WHERE workflow_uuid = $1 AND status = 'PENDING' \
+         AND (executor_id = {me} OR executor_id IS NULL) RETURNING queue_name"
     );
     if !pg {
         return update;
@@ -133,8 +143,8 @@ fn complete_workflow(p: &str, pg: bool) -> String {
 }
 
 impl Queries {
-    pub(super) fn new(p: &str, pg: bool) -> Queries {
-        let guard = cancel_guard(p);
+    pub(super) fn new(p: &str, pg: bool, me: &str) -> Queries {
+        let guard = cancel_guard(p, me);
         let insert_workflow = format!(
                 "INSERT INTO {p}workflow_status (workflow_uuid, status, name, inputs, executor_id, \
                  application_version, application_name, owner_xid, parent_workflow_id, queue_name, \
@@ -157,7 +167,7 @@ impl Queries {
         Queries {
             enqueue_workflow,
             insert_workflow,
-            complete_workflow: complete_workflow(p, pg),
+            complete_workflow: complete_workflow(p, pg, me),
             get_workflow: format!(
                 "SELECT status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms \
                  FROM {p}workflow_status WHERE workflow_uuid = $1"

@@ -53,11 +53,16 @@ impl SysDb {
                 let mut free = batch;
                 let mut window_frees_at = None;
                 if pg && shared {
-                    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                        .bind(&lock_key)
-                        .execute(&mut *t)
-                        .await
-                        .map_err(Error::db("locking a queue"))?;
+                    // A process paused while it holds the lock (SIGSTOP, a frozen VM) has its
+                    // session ended by the server after 5 s, releasing the lock.
+                    sqlx::query(
+                        "SELECT set_config('idle_in_transaction_session_timeout', '5s', true), \
+                         pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    )
+                    .bind(&lock_key)
+                    .execute(&mut *t)
+                    .await
+                    .map_err(Error::db("locking a queue"))?;
                 }
                 if limited {
                     let since = now - q.rate_limit.map_or(0, |(_, period)| period);

@@ -31,7 +31,8 @@ impl SysDb {
             // The app prefix is the system prefix here. A plain INSERT (a duplicate means
             // another execution recorded the step: rule 10's outcome): `ON CONFLICT` would read
             // the index page under SERIALIZABLE and make concurrent steps conflict falsely.
-            tx.insert_step_in(&self.app_prefix, s, &self.app_name).await
+            tx.insert_step_in(&self.app_prefix, s, &self.app_name, &self.executor_id)
+                .await
         } else {
             tx.write_transaction_output(&self.app_prefix, s, &self.executor_id)
                 .await

@@ -14,6 +14,7 @@
 //!   (IDs `dedup-<TAG>-<i>`); print `enqueued <n> deduplicated <m>`.
 //!
 //! `PAUSE_MS`: each job pauses up to this long between its transactions (default 20).
+//! `EXECUTOR=local` (on Postgres: an ID of its own per process), `LIVENESS_MS` (default 30 s).
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
@@ -124,7 +125,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = PAUSE_MS.set(env("PAUSE_MS", 20));
     let cfg = DbosConfig::new("queue-worker")
         .with_database_url(&url)
-        .with_executor_id(std::env::var("EXECUTOR").unwrap_or_else(|_| "local".into()));
+        .with_executor_id(std::env::var("EXECUTOR").unwrap_or_else(|_| "local".into()))
+        .with_liveness_timeout(Duration::from_millis(env("LIVENESS_MS", 30_000)));
     match mode.as_str() {
         "work" => {
             // The spans pool must exist before launch: recovery resumes workflows at once.

@@ -18,12 +18,13 @@ impl Tx {
         prefix: &str,
         s: &StepWrite<'_>,
         app_name: &str,
+        executor_id: &str,
     ) -> Result<()> {
         let sql = format!(
             "INSERT INTO {prefix}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
              child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
              VALUES ($1, $2, {}, $4, $5, $6, $7, $8, $9, $10)",
-            cancel_guard(prefix)
+            cancel_guard(prefix, executor_id)
         );
         let done = self
             .query(&sql)
