@@ -526,3 +526,51 @@ async fn default_executor_ids_on_postgres_are_unique_and_recorded_alive() {
     b.shutdown().await;
     fixed.shutdown().await;
 }
+
+/// A process that shuts down hands its unfinished workflows over at once: a live process
+/// takes them over at its next renewal and finishes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_hands_unfinished_work_to_a_live_process() {
+    let db = TestDb::fresh(dbos_tests::Backend::Postgres, "queues_handover_pg").await;
+    let cfg = |id: &str| {
+        db.config("q-handover")
+            .with_executor_id(id)
+            .with_liveness_timeout(Duration::from_secs(1))
+            .with_shutdown_timeout(Duration::ZERO)
+    };
+    let a = within("launch a", Runtime::launch(cfg("a")))
+        .await
+        .expect("launch a");
+    let b = within("launch b", Runtime::launch(cfg("b")))
+        .await
+        .expect("launch b");
+    let gate = "handover/gate".to_owned();
+    a.start_workflow(blocker(gate.clone()).with_id("ho-1"))
+        .await
+        .expect("start");
+    eventually(Duration::from_secs(20), "it runs in a", || async {
+        probe::count(&format!("{gate}/started")) == 1
+    })
+    .await;
+    // Cut off mid-step: PENDING under a.
+    a.shutdown().await;
+    probe::open(&gate);
+    let h = b
+        .retrieve_workflow::<(), Error>("ho-1")
+        .await
+        .expect("retrieve");
+    within("b finishes it", h.get_result())
+        .await
+        .expect("finished");
+    let x = db.inspect().await;
+    let row = x
+        .rows("SELECT executor_id, recovery_attempts FROM dbos.workflow_status WHERE workflow_uuid = 'ho-1'")
+        .await;
+    assert_eq!(row, vec![vec![Some("b".to_owned()), Some("2".to_owned())]]);
+    assert_eq!(
+        probe::count(&format!("{gate}/started")),
+        2,
+        "its step ran again in b"
+    );
+    b.shutdown().await;
+}

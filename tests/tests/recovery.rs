@@ -319,6 +319,13 @@ both_backends! {
                 wait_gated(&k(id), 1).await;
             }
             rt.shutdown().await;
+            if db.backend == dbos_tests::Backend::Postgres {
+                // Each executor stands for a process still alive elsewhere: a shutdown hands
+                // its work over to live processes (it expires its liveness record), so renew
+                // the record; this test is about what a launch recovers by itself.
+                let now = chrono::Utc::now().timestamp_millis();
+                db.inspect().await.exec(&format!("UPDATE dbos.rs_executor_liveness SET last_seen_at = {now} WHERE executor_id = '{}'", cfg.executor_id)).await;
+            }
         }
         let x = db.inspect().await;
         let s = db.sys();
