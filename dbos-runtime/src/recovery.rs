@@ -36,7 +36,11 @@ pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
         Inputs::parse(c.inputs.as_deref(), c.serialization.as_deref()).and_then(entry.resume);
     match call {
         Ok(call) => {
-            let recorded = rt.db().load_steps(&c.id).await?;
+            let recorded = if c.has_steps {
+                rt.db().load_steps(&c.id).await?
+            } else {
+                Vec::new()
+            };
             if c.recovery_attempts > 1 || !recorded.is_empty() {
                 // Attempted before, or with records already: a recovery (the first run of a
                 // queued workflow is not).

@@ -79,10 +79,13 @@ fn dequeue(p: &str, pg: bool, partition: bool) -> String {
          workflow_deadline_epoch_ms = CASE WHEN workflow_timeout_ms IS NOT NULL \
          AND workflow_deadline_epoch_ms IS NULL THEN $4 + workflow_timeout_ms \
          ELSE workflow_deadline_epoch_ms END";
+    // The last column: whether the workflow has recorded operations to load (a fresh
+    // enqueue has none, and then resuming it reads nothing more).
     let returning = |w: &str| {
         format!(
             "RETURNING {w}workflow_uuid, {w}name, {w}inputs, {w}serialization, \
-             {w}recovery_attempts, {w}workflow_deadline_epoch_ms, {w}priority, {w}created_at"
+             {w}recovery_attempts, {w}workflow_deadline_epoch_ms, {w}priority, {w}created_at, \
+             EXISTS (SELECT 1 FROM {p}operation_outputs o WHERE o.workflow_uuid = {w}workflow_uuid)"
         )
     };
     if pg {
@@ -98,7 +101,7 @@ fn dequeue(p: &str, pg: bool, partition: bool) -> String {
         format!(
             "UPDATE {p}workflow_status {set} WHERE workflow_uuid IN ({pick}) \
              AND status = 'ENQUEUED' {}",
-            returning("")
+            returning(&format!("{p}workflow_status."))
         )
     }
 }

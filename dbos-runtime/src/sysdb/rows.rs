@@ -78,6 +78,8 @@ pub(crate) struct Claimed {
     pub deadline_ms: Option<i64>,
     /// Queue order: priority, then `created_at`.
     pub order: (i32, i64),
+    /// It has recorded operations (to load before resuming it).
+    pub has_steps: bool,
 }
 
 /// A workflow's terminal outcome, serialized.
@@ -118,6 +120,7 @@ where
     String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     i32: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
     let e = || Error::db("claiming an enqueued workflow");
     Ok(Claimed {
@@ -128,6 +131,7 @@ where
         recovery_attempts: r.try_get::<Option<i64>, _>(4).map_err(e())?.unwrap_or(0),
         deadline_ms: r.try_get::<Option<i64>, _>(5).map_err(e())?,
         order: (r.try_get(6).map_err(e())?, r.try_get(7).map_err(e())?),
+        has_steps: r.try_get(8).map_err(e())?,
     })
 }
 

@@ -129,12 +129,15 @@ async fn drain(url: &str, n: u32, workers: usize, partitions: u32, round: u32) -
     Ok(())
 }
 
-/// Enqueue→start on an idle queue: `n` enqueues one after another, each awaited to the end.
+/// Enqueue→start on an idle queue: `n` enqueues one after another, each awaited to the end
+/// (through `reader`, the launched runtime).
 async fn latency(enqueuer: &Runtime, reader: &Runtime, n: u32, label: &str, round: u32) -> Res<()> {
     let mut lat = Vec::new();
     for i in 0..n {
         let id = format!("lat{round}-{i}");
-        let h = enqueuer.enqueue(&BENCH, one_step(i).with_id(&id)).await?;
+        enqueuer.enqueue(&BENCH, one_step(i).with_id(&id)).await?;
+        // Awaited through the launched runtime, which a local completion wakes at once.
+        let h = reader.retrieve_workflow::<u32, Error>(&id).await?;
         h.get_result().await?;
         let mut filter = dbos_runtime::WorkflowFilter::new();
         filter.workflow_ids = vec![id];
