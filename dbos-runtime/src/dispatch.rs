@@ -62,11 +62,13 @@ impl Runtime {
     {
         self.declared(queue)?;
         queue.check_enqueue(call.enqueue_options())?;
-        Box::pin(crate::context::enter(
-            self,
-            crate::workflow::start_on(call, queue.name()),
-        ))
-        .await
+        let name = call.name();
+        let enqueue = crate::context::enter(self, async move {
+            let span = crate::operation::op_span!("dbos.enqueue", name, queue = queue.name());
+            tracing::Instrument::instrument(crate::workflow::start_on(call, queue.name()), span)
+                .await
+        });
+        Box::pin(enqueue).await
     }
 
     /// Checks that this binary declares `queue` as given.

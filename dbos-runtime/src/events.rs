@@ -7,6 +7,7 @@ use crate::serialization::{self, PORTABLE_JSON};
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 const SET_EVENT: &str = "DBOS.setEvent";
 const GET_EVENT: &str = "DBOS.getEvent";
@@ -15,6 +16,11 @@ const GET_EVENT: &str = "DBOS.getEvent";
 /// From a workflow body it is an operation (`DBOS.setEvent`, replayed, never re-run); from a
 /// step it writes under the step's position.
 pub(crate) async fn set_event<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<()> {
+    let span = operation::op_span!("dbos.setEvent", SET_EVENT, key = key);
+    set_event_here(key, value).instrument(span).await
+}
+
+async fn set_event_here<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<()> {
     let text = serialization::to_json(value, "an event value")?;
     match operation::begin(SET_EVENT)? {
         Site::Workflow(Begun::Recorded(_)) => Ok(()),
@@ -45,6 +51,17 @@ pub(crate) async fn set_event<V: Serialize + ?Sized>(key: &str, value: &V) -> Re
 /// In a workflow body it is an operation (`DBOS.getEvent`, holding the value or JSON `null`)
 /// whose deadline is recorded at the next position (written only when it has to wait).
 pub(crate) async fn get_event<V: DeserializeOwned>(
+    workflow_id: &str,
+    key: &str,
+    timeout: Duration,
+) -> Result<Option<V>> {
+    let span = operation::op_span!("dbos.getEvent", GET_EVENT, key = key);
+    get_event_here(workflow_id, key, timeout)
+        .instrument(span)
+        .await
+}
+
+async fn get_event_here<V: DeserializeOwned>(
     workflow_id: &str,
     key: &str,
     timeout: Duration,

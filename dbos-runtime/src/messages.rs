@@ -7,6 +7,7 @@ use crate::serialization::{self, PORTABLE_JSON};
 use crate::sysdb::NULL_TOPIC;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
+use tracing::Instrument;
 
 const SEND: &str = "DBOS.send";
 const RECV: &str = "DBOS.recv";
@@ -14,6 +15,18 @@ const RECV: &str = "DBOS.recv";
 /// Sends `message` to `destination` on `topic` (SYSDB rule 13). From a workflow body the insert
 /// and the `DBOS.send` record share one transaction, so a replay never sends again.
 pub(crate) async fn send<M: Serialize + ?Sized>(
+    destination: &str,
+    message: &M,
+    topic: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<()> {
+    let span = operation::op_span!("dbos.send", SEND, destination = destination);
+    send_here(destination, message, topic, idempotency_key)
+        .instrument(span)
+        .await
+}
+
+async fn send_here<M: Serialize + ?Sized>(
     destination: &str,
     message: &M,
     topic: Option<&str>,
@@ -53,6 +66,14 @@ pub(crate) async fn send<M: Serialize + ?Sized>(
 /// the `DBOS.sleep` of its deadline. Consuming the message and recording the `DBOS.recv` are
 /// one transaction, so a message is delivered exactly once.
 pub(crate) async fn recv<T: DeserializeOwned>(
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<T>> {
+    let span = operation::op_span!("dbos.recv", RECV, topic = topic.unwrap_or(NULL_TOPIC));
+    recv_here(topic, timeout).instrument(span).await
+}
+
+async fn recv_here<T: DeserializeOwned>(
     topic: Option<&str>,
     timeout: Duration,
 ) -> Result<Option<T>> {

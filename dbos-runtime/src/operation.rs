@@ -29,6 +29,35 @@ use tokio::time::Instant;
 /// The name of a recorded deadline: a `DBOS::sleep`, or the timeout of `recv`/`get_event`.
 pub(crate) const SLEEP: &str = "DBOS.sleep";
 
+/// A `tracing` span for a workflow API call (`dbos.send`, `dbos.recv`, ...): DBOS's
+/// attribute names, the workflow's ID when called from one (it is then a child of the
+/// workflow's span), and one detail field. Costs nothing when no subscriber listens.
+macro_rules! op_span {
+    ($name:literal, $op:expr, $detail:ident = $value:expr) => {{
+        if tracing::enabled!(tracing::Level::INFO) {
+            match $crate::context::position() {
+                Ok($crate::context::Position::Workflow(_, ctx))
+                | Ok($crate::context::Position::InStep(_, ctx)) => tracing::info_span!(
+                    $name,
+                    operationUUID = %ctx.id,
+                    operationType = $name.trim_start_matches("dbos."),
+                    operationName = $op,
+                    $detail = %$value
+                ),
+                _ => tracing::info_span!(
+                    $name,
+                    operationType = $name.trim_start_matches("dbos."),
+                    operationName = $op,
+                    $detail = %$value
+                ),
+            }
+        } else {
+            tracing::Span::none()
+        }
+    }};
+}
+pub(crate) use op_span;
+
 /// A deadline far enough away to mean "never" without overflowing a clock.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 

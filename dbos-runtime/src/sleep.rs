@@ -5,11 +5,17 @@ use crate::context::{self, Position};
 use crate::error::Result;
 use crate::operation::{self, Begun, Site, Stamp, SLEEP};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Sleeps `d`: recorded in a workflow body, a plain sleep elsewhere. A shutdown ends a
 /// recorded sleep at once with [`crate::Error::ShuttingDown`], a cancel of the workflow with
 /// [`crate::Error::WorkflowCancelled`].
 pub(crate) async fn sleep(d: Duration) -> Result<()> {
+    let span = operation::op_span!("dbos.sleep", SLEEP, duration_ms = d.as_millis());
+    sleep_here(d).instrument(span).await
+}
+
+async fn sleep_here(d: Duration) -> Result<()> {
     if d.is_zero() {
         // Never waits, so nothing is recorded and no position is taken.
         context::position()?;

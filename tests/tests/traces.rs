@@ -1,7 +1,8 @@
 //! Tracing spans (issue 15): every workflow execution is a `dbos.workflow` span and each step
 //! and transaction body a `dbos.step` / `dbos.transaction` span inside it, with DBOS's
 //! attribute names (operationUUID, operationType, operationName, functionID); a child
-//! workflow's span is a child of its parent's, so one workflow is one tree.
+//! workflow's span is a child of its parent's, so one workflow is one tree. Sends, receives,
+//! events, sleeps and enqueues are spans inside their workflow's too.
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
@@ -129,5 +130,65 @@ both_backends! {
         assert_eq!(child_workflow.parent, Some(workflow.id), "the child's span is inside its parent's");
         let child_step = child.iter().find(|s| s.name == "dbos.step").expect("the child's step");
         assert_eq!(child_step.parent, Some(child_workflow.id));
+    }
+}
+
+#[queue]
+static TRACED_QUEUE: Queue = Queue::new("traced");
+
+#[workflow(name = "traced_ops")]
+async fn traced_ops() -> Result<u32, Error> {
+    let me = DBOS::workflow_id()?;
+    DBOS::send(&me, &1u32, "t").await?;
+    let got: Option<u32> = DBOS::recv("t", Duration::from_secs(5)).await?;
+    DBOS::set_event("k", &2u32).await?;
+    let read: Option<u32> = DBOS::get_event(&me, "k", Duration::from_secs(1)).await?;
+    DBOS::sleep(Duration::from_millis(1)).await?;
+    let child = TRACED_QUEUE
+        .enqueue(traced_child(1))
+        .await?
+        .get_result()
+        .await?;
+    Ok(got.unwrap_or(0) + read.unwrap_or(0) + child)
+}
+
+both_backends! {
+    async fn sends_receives_events_sleeps_and_enqueues_are_spans_of_their_workflow(db: TestDb) {
+        let spans = recorder();
+        let rt = within("launch", Runtime::launch(db.config("traces-ops"))).await.expect("launch");
+        let id = format!("traced-ops-{:?}", db.backend);
+        let h = rt.start_workflow(traced_ops().with_id(&id)).await.expect("start");
+        assert_eq!(within("traced", h.get_result()).await.expect("traced"), 5);
+        rt.shutdown().await;
+
+        let all = spans.0.lock().expect("recorder").clone();
+        let mine: Vec<&Opened> = all
+            .iter()
+            .filter(|s| s.fields.get("operationUUID").map(String::as_str) == Some(id.as_str()))
+            .collect();
+        let workflow = mine.iter().find(|s| s.name == "dbos.workflow").expect("the workflow's span");
+        let ops: Vec<(&str, &str, String)> = mine
+            .iter()
+            .filter(|s| s.name != "dbos.workflow" && s.name != "dbos.step")
+            .map(|s| {
+                assert_eq!(s.parent, Some(workflow.id), "{s:?} is inside the workflow's span");
+                let detail = ["destination", "topic", "key", "duration_ms", "queue"]
+                    .iter()
+                    .find_map(|f| s.fields.get(*f).map(|v| format!("{f}={v}")))
+                    .unwrap_or_default();
+                (s.name.as_str(), s.fields["operationName"].as_str(), detail)
+            })
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                ("dbos.send", "DBOS.send", format!("destination={id}")),
+                ("dbos.recv", "DBOS.recv", "topic=t".to_owned()),
+                ("dbos.setEvent", "DBOS.setEvent", "key=k".to_owned()),
+                ("dbos.getEvent", "DBOS.getEvent", "key=k".to_owned()),
+                ("dbos.sleep", "DBOS.sleep", "duration_ms=1".to_owned()),
+                ("dbos.enqueue", "traced_child", "queue=traced".to_owned()),
+            ]
+        );
     }
 }
