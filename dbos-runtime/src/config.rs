@@ -19,11 +19,15 @@ pub struct DbosConfig {
     /// A separate system database; `None` keeps workflow state in the application database.
     pub system_database_url: Option<String>,
     /// This process's executor ID: distinct per process sharing a database. Default:
-    /// `DBOS__VMID`, else `local`. On Postgres a launched runtime replaces `local` by an ID of
-    /// its own (`<host>-<pid>-<random>`), so processes never recover each other's live work;
-    /// its unfinished workflows are taken over by a restart on the same host at once, or by
-    /// any live process after [`DbosConfig::liveness_timeout`]. Set `DBOS__VMID` (or this
-    /// field to anything but `local`) for an ID that is stable across restarts.
+    /// `DBOS__VMID`, else `local`, which a launched runtime makes unique so processes never
+    /// recover each other's live work:
+    /// - on Postgres, `<host>-<pid>-<random>`; its unfinished workflows are taken over by a
+    ///   restart on the same host when it launches, or by any live process after
+    ///   [`DbosConfig::liveness_timeout`];
+    /// - on a SQLite file, the first free slot, `local`, `local-2`, ... (a lock file next to
+    ///   the database); a launch takes over the work of slots whose process is gone.
+    ///
+    /// Set `DBOS__VMID` (or this field to anything but `local`) for a fixed ID.
     pub executor_id: String,
     /// The application version recorded on each workflow; only workflows of this version are recovered.
     pub application_version: String,
@@ -308,18 +312,88 @@ impl DatabaseUrl {
     }
 }
 
-/// The executor ID a launched runtime uses: the configured one, except that on Postgres the
-/// default `local` (with no `DBOS__VMID`) becomes `<host>-<pid>-<random>`, unique per process.
-pub(crate) fn resolve_executor_id(cfg: &mut DbosConfig) {
+/// The executor ID a launched runtime uses: the configured one, except when it is the default
+/// `local` (and `DBOS__VMID` is unset):
+/// - on Postgres, `<host>-<pid>-<random>`, unique per process (liveness records tell which
+///   are gone);
+/// - on a SQLite file, the lowest free *slot*: `local`, `local-2`, ..., each held by an
+///   exclusive lock on `<file>.executors/slot-<n>.lock` for as long as the runtime runs (the
+///   returned file). Two processes on one file never share an ID, and a restart takes the
+///   slot (and so the work) of a process that is gone.
+pub(crate) fn resolve_executor_id(cfg: &mut DbosConfig) -> Option<std::fs::File> {
+    if cfg.executor_id != "local" || std::env::var_os("DBOS__VMID").is_some() {
+        return None;
+    }
     let sys = cfg
         .system_database_url
         .as_deref()
         .unwrap_or(&cfg.database_url);
-    let on_postgres = matches!(DatabaseUrl::parse(sys), Ok(DatabaseUrl::Postgres(_)));
-    if on_postgres && cfg.executor_id == "local" && std::env::var_os("DBOS__VMID").is_none() {
-        let random = uuid::Uuid::new_v4().simple().to_string();
-        cfg.executor_id = format!("{}-{}-{}", hostname(), std::process::id(), &random[..8]);
+    match DatabaseUrl::parse(sys) {
+        Ok(DatabaseUrl::Postgres(_)) => {
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            cfg.executor_id = format!("{}-{}-{}", hostname(), std::process::id(), &random[..8]);
+            None
+        }
+        Ok(DatabaseUrl::Sqlite(url)) => {
+            let dir = sqlite_slot_dir(&url)?;
+            for n in 1..=MAX_SQLITE_SLOTS {
+                if let Some(file) = lock_slot(&dir, n) {
+                    cfg.executor_id = sqlite_slot_id(n);
+                    return Some(file);
+                }
+            }
+            tracing::warn!(
+                "every executor slot of {} is taken; using a one-off executor ID",
+                dir.display()
+            );
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            cfg.executor_id = format!("local-{}-{}", std::process::id(), &random[..8]);
+            None
+        }
+        Err(_) => None,
     }
+}
+
+/// Processes that can share one SQLite file with slot IDs.
+pub(crate) const MAX_SQLITE_SLOTS: u32 = 64;
+
+/// The directory of a SQLite file's executor slots; `None` for an in-memory database.
+pub(crate) fn sqlite_slot_dir(url: &str) -> Option<std::path::PathBuf> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() {
+        return None;
+    }
+    Some(std::path::PathBuf::from(format!("{path}.executors")))
+}
+
+/// Slot `n`'s executor ID.
+pub(crate) fn sqlite_slot_id(n: u32) -> String {
+    if n == 1 {
+        "local".to_owned()
+    } else {
+        format!("local-{n}")
+    }
+}
+
+/// Takes slot `n`'s lock, if no live process holds it.
+pub(crate) fn lock_slot(dir: &std::path::Path, n: u32) -> Option<std::fs::File> {
+    std::fs::create_dir_all(dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("slot-{n}.lock")))
+        .ok()?;
+    file.try_lock().ok()?;
+    Some(file)
 }
 
 /// This machine's name (for telling which liveness records' pids can be checked here).

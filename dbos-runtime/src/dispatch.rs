@@ -160,11 +160,20 @@ pub(crate) async fn dispatch_once(rt: &Runtime) -> Result<Pass> {
             pass.claimed += n;
             pass.more |= n as i64 == CLAIM_BATCH;
             for c in claim.claimed {
+                let id = c.id.clone();
                 match crate::recovery::resume(rt, c).await {
                     Ok(()) => {}
-                    // The rest stay PENDING under this executor and resume at its next launch.
+                    // The rest stay PENDING under this executor: a restart, or a live process
+                    // once this one is gone, takes them over.
                     Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
-                    Err(e) => tracing::error!("starting a claimed workflow failed: {e}"),
+                    Err(e) => {
+                        // (Reading its records failed, say.) Back on its queue, so it does not
+                        // hold a slot with nothing running.
+                        tracing::error!(workflow_id = %id, "starting a claimed workflow failed: {e}; it goes back on its queue");
+                        if let Err(e) = rt.db().release_claim(&id).await {
+                            tracing::warn!(workflow_id = %id, "putting it back failed: {e}");
+                        }
+                    }
                 }
             }
         }

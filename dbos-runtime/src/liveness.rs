@@ -6,6 +6,9 @@
 //!   their queues, where any dispatcher claims them; they resume from their last checkpoint.
 //! - A process on this host whose pid no longer runs is dead at once (a restart takes over its
 //!   predecessor's work without waiting), and so is one that shut down cleanly.
+//! - On a SQLite file (all its processes share one host), executors hold slot locks instead
+//!   (`config::resolve_executor_id`): at launch, a free slot other than ours belonged to a
+//!   process that is gone, and its unfinished workflows go back to their queues.
 //! - A process that was only paused and comes back is fenced: every checkpoint write requires
 //!   the workflow to be PENDING under the writer's executor ID (`sysdb::queries::cancel_guard`),
 //!   so its executions stop at their next operation and never record a step twice.
@@ -38,15 +41,18 @@ fn pid_alive(pid: i64) -> bool {
 /// fifth of the liveness timeout until shutdown. A no-op on SQLite.
 pub(crate) async fn start(rt: &Runtime) -> Result<()> {
     if !rt.db().is_postgres() {
-        return Ok(());
+        return recover_free_sqlite_slots(rt).await;
     }
     rt.db().create_liveness_table().await?;
     let me = Me {
         host: hostname(),
         pid: i64::from(std::process::id()),
         started_at: crate::sysdb::now_ms(),
+        timeout_ms: rt.config().liveness_timeout.as_millis() as i64,
     };
-    rt.db().beat(&me.host, me.pid, me.started_at).await?;
+    rt.db()
+        .beat(&me.host, me.pid, me.started_at, me.timeout_ms)
+        .await?;
     take_over_dead(rt, &me).await?;
     let rt2 = rt.clone();
     rt.keep(tokio::spawn(async move {
@@ -60,7 +66,9 @@ pub(crate) async fn start(rt: &Runtime) -> Result<()> {
                 return;
             }
             let pass = async {
-                rt2.db().beat(&me.host, me.pid, me.started_at).await?;
+                rt2.db()
+                    .beat(&me.host, me.pid, me.started_at, me.timeout_ms)
+                    .await?;
                 take_over_dead(&rt2, &me).await
             };
             match pass.await {
@@ -73,21 +81,72 @@ pub(crate) async fn start(rt: &Runtime) -> Result<()> {
     Ok(())
 }
 
+/// On a SQLite file: takes each free executor slot other than ours for a moment and moves its
+/// PENDING workflows back to their queues (a process that held it is gone; holding the lock
+/// keeps a process that starts meanwhile from taking the slot while we move its work).
+async fn recover_free_sqlite_slots(rt: &Runtime) -> Result<()> {
+    let cfg = rt.config();
+    let sys = cfg
+        .system_database_url
+        .as_deref()
+        .unwrap_or(&cfg.database_url);
+    let Some(dir) = crate::config::sqlite_slot_dir(sys) else {
+        return Ok(());
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut slots: Vec<u32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("slot-")?
+                .strip_suffix(".lock")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    slots.sort_unstable();
+    for n in slots {
+        let id = crate::config::sqlite_slot_id(n);
+        if id == cfg.executor_id {
+            continue;
+        }
+        let Some(lock) = crate::config::lock_slot(&dir, n) else {
+            continue; // A live process holds it.
+        };
+        let moved = rt
+            .db()
+            .recover_executor(&id, crate::queue::INTERNAL_QUEUE)
+            .await;
+        drop(lock);
+        let moved = moved?;
+        if !moved.is_empty() {
+            tracing::info!(executor = %id, moved = moved.len(), "took over the unfinished workflows of a process that is gone");
+            rt.metrics().executor_taken_over();
+            rt.wake_dispatcher();
+        }
+    }
+    Ok(())
+}
+
 struct Me {
     host: String,
     pid: i64,
     started_at: i64,
+    /// Our deadline, recorded with each renewal: peers judge us by it.
+    timeout_ms: i64,
 }
 
 async fn take_over_dead(rt: &Runtime, me: &Me) -> Result<()> {
-    let timeout_ms = rt.config().liveness_timeout.as_millis() as i64;
-    for peer in rt.db().takeover_candidates(timeout_ms, &me.host).await? {
+    for peer in rt.db().takeover_candidates(&me.host).await? {
         let dead_pid = peer.hostname.as_deref() == Some(me.host.as_str())
             && peer.pid.is_some_and(|p| p != me.pid && !pid_alive(p));
         if !peer.expired && !dead_pid {
             continue;
         }
-        if let Some(moved) = rt.db().take_over(&peer, timeout_ms, dead_pid).await? {
+        if let Some(moved) = rt.db().take_over(&peer, dead_pid).await? {
             let why = if dead_pid {
                 "its process is gone"
             } else {

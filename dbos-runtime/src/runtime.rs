@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
+    /// On a SQLite file, the lock on this executor's slot (see `config::resolve_executor_id`),
+    /// released at shutdown.
+    slot: Mutex<Option<std::fs::File>>,
 }
 
 /// Stops a running admin server.
@@ -100,9 +103,11 @@ impl Runtime {
     /// system database; starts nothing.
     pub(crate) async fn open(mut cfg: DbosConfig, mode: Mode) -> Result<Runtime> {
         cfg.validate()?;
-        if mode == Mode::Launched {
-            crate::config::resolve_executor_id(&mut cfg);
-        }
+        let slot = if mode == Mode::Launched {
+            crate::config::resolve_executor_id(&mut cfg)
+        } else {
+            None
+        };
         let registry = Registry::collect()?;
         let db = SysDb::open(&cfg).await?;
         Ok(Runtime(Arc::new(Inner {
@@ -125,6 +130,7 @@ impl Runtime {
             admin: Mutex::new(None),
             admin_addr: Mutex::new(None),
             tokio: tokio::runtime::Handle::current(),
+            slot: Mutex::new(slot),
         })))
     }
 
@@ -241,6 +247,8 @@ impl Runtime {
         {
             tracing::warn!("shutdown: database connections still in use after {INTERNAL_DRAIN:?}");
         }
+        // The slot is free for the next process (or launch) once nothing of ours runs.
+        drop(lock(&self.0.slot).take());
         self.0.stopped.send_replace(true);
     }
 

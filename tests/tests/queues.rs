@@ -131,6 +131,23 @@ async fn started_at() -> Result<i64, Error> {
     now_ms().await
 }
 
+/// Tries to enqueue on PLAIN with a deduplication ID; whether it was refused.
+#[workflow]
+async fn enqueue_deduplicated(key: String) -> Result<bool, Error> {
+    match PLAIN.enqueue(counted(key).with_dedup_id("held")).await {
+        Ok(_) => Ok(false),
+        Err(Error::QueueDeduplicated { .. }) | Err(Error::Recorded(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+/// Enqueues a child on PLAIN, then waits at gate `gate`.
+#[workflow]
+async fn enqueue_then_hold(key: String, gate: String) -> Result<(), Error> {
+    PLAIN.enqueue(counted(key)).await?;
+    hold(gate).await
+}
+
 /// Enqueues a child on PLAIN and waits for it.
 #[workflow]
 async fn parent_enqueues(key: String) -> Result<(), Error> {
@@ -573,4 +590,77 @@ async fn a_clean_shutdown_hands_unfinished_work_to_a_live_process() {
         "its step ran again in b"
     );
     b.shutdown().await;
+}
+
+both_backends! {
+    async fn enqueue_to_start_is_event_driven_not_polled(db: TestDb) {
+        let rt = launch(&db, "q-wake").await;
+        let x = db.inspect().await;
+        // From this process: the enqueue wakes the dispatcher. On Postgres also from a client
+        // (another runtime, told by NOTIFY). The fallback poll is 1 s.
+        let client = match db.backend {
+            dbos_tests::Backend::Postgres => Some(within("connect", Runtime::connect(db.config("q-wake"))).await.expect("connect")),
+            dbos_tests::Backend::Sqlite => None,
+        };
+        for (i, from) in [&rt, &rt, &rt].into_iter().chain(client.iter().chain(client.iter()).chain(client.iter())).enumerate() {
+            let id = format!("wake-{i}");
+            from.enqueue(&PLAIN, counted(format!("wake-{:?}", db.backend)).with_id(&id)).await.expect("enqueue");
+            let h = rt.retrieve_workflow::<(), Error>(&id).await.expect("retrieve");
+            within("result", h.get_result()).await.expect("result");
+            let created: i64 = column(&x, &db, &id, "created_at").await.and_then(|v| v.parse().ok()).expect("created");
+            let started: i64 = column(&x, &db, &id, "started_at_epoch_ms").await.and_then(|v| v.parse().ok()).expect("started");
+            assert!(started - created < 300, "{id}: started {} ms after its enqueue", started - created);
+        }
+        if let Some(c) = client {
+            c.shutdown().await;
+        }
+        rt.shutdown().await;
+    }
+}
+
+both_backends! {
+    async fn a_resumed_workflow_does_not_enqueue_again(db: TestDb) {
+        let k = key(&db, "resume-enqueue");
+        let gate = format!("{k}/gate");
+        let cfg = || db.config("q-resume").with_executor_id("resumer").with_shutdown_timeout(Duration::ZERO);
+        let rt = within("launch", Runtime::launch(cfg())).await.expect("launch");
+        rt.start_workflow(enqueue_then_hold(k.clone(), gate.clone()).with_id("re-1")).await.expect("start");
+        eventually(Duration::from_secs(20), "it holds", || async { probe::count(&format!("{gate}/started")) == 1 }).await;
+        // Cut off mid-step, as a crash would; the next launch resumes it from its records.
+        rt.shutdown().await;
+        probe::open(&gate);
+        let rt = within("relaunch", Runtime::launch(cfg())).await.expect("relaunch");
+        let h = rt.retrieve_workflow::<(), Error>("re-1").await.expect("retrieve");
+        within("resumed", h.get_result()).await.expect("resumed");
+        let child = rt.retrieve_workflow::<(), Error>("re-1-1").await.expect("its child");
+        within("child", child.get_result()).await.expect("child");
+        let x = db.inspect().await;
+        let s = db.sys();
+        assert_eq!(x.scalar(&format!("SELECT COUNT(*) FROM {s}workflow_status WHERE parent_workflow_id = 're-1'")).await, 1);
+        assert_eq!(probe::count(&format!("{gate}/started")), 2, "the parent's step ran again");
+        assert_eq!(probe::count(&k), 1, "the child ran once");
+        rt.shutdown().await;
+    }
+}
+
+both_backends! {
+    async fn a_refused_enqueue_is_recorded_so_a_replay_takes_the_same_path(db: TestDb) {
+        let k = key(&db, "refused");
+        let gate = format!("{k}/gate");
+        let rt = launch(&db, "q-refused").await;
+        let held = rt.enqueue(&PLAIN, blocker(gate.clone()).with_id("rf-held").with_dedup_id("held")).await.expect("enqueue");
+        let h = rt.start_workflow(enqueue_deduplicated(k.clone()).with_id("rf-1")).await.expect("start");
+        assert!(within("refused", h.get_result()).await.expect("result"), "the enqueue was refused");
+        let steps = rt.get_workflow_steps("rf-1").await.expect("steps");
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert!(steps[0].error.as_deref().is_some_and(|e| e.contains("QueueDeduplicated")), "the refusal is recorded: {steps:?}");
+        // Once the ID is free, a fork that replays step 1 is refused all the same.
+        probe::open(&gate);
+        within("held", held.get_result()).await.expect("held");
+        let fork = rt.fork_workflow("rf-1", 2, Default::default()).await.expect("fork");
+        let f = rt.retrieve_workflow::<bool, Error>(&fork).await.expect("retrieve");
+        assert!(within("fork", f.get_result()).await.expect("fork"), "replayed as refused");
+        assert_eq!(probe::count(&k), 0, "nothing was enqueued");
+        rt.shutdown().await;
+    }
 }

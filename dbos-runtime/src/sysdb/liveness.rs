@@ -39,7 +39,7 @@ impl SysDb {
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (executor_id TEXT PRIMARY KEY, \
              application_name TEXT NOT NULL, hostname TEXT, pid BIGINT, \
-             started_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL)",
+             started_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, timeout_ms BIGINT NOT NULL)",
             self.liveness_table()
         );
         match sqlx::query(&sql).execute(&b.pool).await {
@@ -51,15 +51,22 @@ impl SysDb {
     }
 
     /// Renews this executor's liveness row (creating it when missing).
-    pub(crate) async fn beat(&self, hostname: &str, pid: i64, started_at: i64) -> Result<()> {
+    pub(crate) async fn beat(
+        &self,
+        hostname: &str,
+        pid: i64,
+        started_at: i64,
+        timeout_ms: i64,
+    ) -> Result<()> {
         let Backend::Postgres(b) = &self.sys else {
             return Ok(());
         };
         let _pass = b.gate.enter()?;
         let sql = format!(
-            "INSERT INTO {} (executor_id, application_name, hostname, pid, started_at, last_seen_at) \
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS}) ON CONFLICT (executor_id) DO UPDATE \
-             SET last_seen_at = EXCLUDED.last_seen_at, hostname = EXCLUDED.hostname, pid = EXCLUDED.pid",
+            "INSERT INTO {} (executor_id, application_name, hostname, pid, started_at, last_seen_at, timeout_ms) \
+             VALUES ($1, $2, $3, $4, $5, {NOW_MS}, $6) ON CONFLICT (executor_id) DO UPDATE \
+             SET last_seen_at = EXCLUDED.last_seen_at, hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, \
+             timeout_ms = EXCLUDED.timeout_ms",
             self.liveness_table()
         );
         self.metrics.add_commit();
@@ -69,6 +76,7 @@ impl SysDb {
             .bind(hostname)
             .bind(pid)
             .bind(started_at)
+            .bind(timeout_ms)
             .execute(&b.pool)
             .await
             .map_err(Error::db("renewing the liveness record"))?;
@@ -93,26 +101,21 @@ impl SysDb {
         Ok(())
     }
 
-    /// The application's other executors that missed their deadline, or that ran on
-    /// `hostname` (whose pids the caller can check).
-    pub(crate) async fn takeover_candidates(
-        &self,
-        timeout_ms: i64,
-        hostname: &str,
-    ) -> Result<Vec<Peer>> {
+    /// The application's other executors that missed their deadline (each by its own
+    /// timeout), or that ran on `hostname` (whose pids the caller can check).
+    pub(crate) async fn takeover_candidates(&self, hostname: &str) -> Result<Vec<Peer>> {
         let Backend::Postgres(b) = &self.sys else {
             return Ok(Vec::new());
         };
         let sql = format!(
-            "SELECT executor_id, hostname, pid, last_seen_at < {NOW_MS} - $3 FROM {} \
+            "SELECT executor_id, hostname, pid, last_seen_at < {NOW_MS} - timeout_ms FROM {} \
              WHERE application_name = $1 AND executor_id <> $2 \
-             AND (last_seen_at < {NOW_MS} - $3 OR hostname = $4)",
+             AND (last_seen_at < {NOW_MS} - timeout_ms OR hostname = $3)",
             self.liveness_table()
         );
         let rows: Vec<(String, Option<String>, Option<i64>, bool)> = sqlx::query_as(&sql)
             .bind(&self.app_name)
             .bind(&self.executor_id)
-            .bind(timeout_ms)
             .bind(hostname)
             .fetch_all(&b.pool)
             .await
@@ -134,12 +137,7 @@ impl SysDb {
     /// transaction. Of several processes trying, exactly one deletes the row and moves them.
     /// Returns how many workflows moved, or `None` when another process took it over first
     /// (or it came back).
-    pub(crate) async fn take_over(
-        &self,
-        peer: &Peer,
-        timeout_ms: i64,
-        dead_pid: bool,
-    ) -> Result<Option<u64>> {
+    pub(crate) async fn take_over(&self, peer: &Peer, dead_pid: bool) -> Result<Option<u64>> {
         let Backend::Postgres(b) = &self.sys else {
             return Ok(None);
         };
@@ -151,12 +149,11 @@ impl SysDb {
             .await
             .map_err(Error::db("taking over an executor"))?;
         let deleted = sqlx::query(&format!(
-            "DELETE FROM {} WHERE executor_id = $1 AND (last_seen_at < {NOW_MS} - $2 \
-             OR ($3 AND hostname IS NOT DISTINCT FROM $4 AND pid IS NOT DISTINCT FROM $5))",
+            "DELETE FROM {} WHERE executor_id = $1 AND (last_seen_at < {NOW_MS} - timeout_ms \
+             OR ($2 AND hostname IS NOT DISTINCT FROM $3 AND pid IS NOT DISTINCT FROM $4))",
             self.liveness_table()
         ))
         .bind(&peer.executor_id)
-        .bind(timeout_ms)
         .bind(dead_pid)
         .bind(&peer.hostname)
         .bind(peer.pid)

@@ -832,7 +832,6 @@ impl SysDb {
     /// Moves executor `executor`'s PENDING workflows of this application version back to
     /// their queue (or `queue` for those started without one), as DBOS's admin
     /// `/dbos-workflow-recovery` does for a dead executor; returns their IDs.
-    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) async fn recover_executor(
         &self,
         executor: &str,

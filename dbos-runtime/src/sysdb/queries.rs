@@ -197,14 +197,19 @@ impl Queries {
             dequeue_partition: dequeue(p, pg, true),
             queue_counts: queue_counts(p, false),
             queue_counts_partition: queue_counts(p, true),
-            // Both read only the in-flight index (ENQUEUED and PENDING rows).
+            // Both read only the in-flight index (ENQUEUED and PENDING rows), and only what this
+            // process may claim: another version's backlog costs it no claim transaction.
             queues_with_work: format!(
                 "SELECT DISTINCT queue_name FROM {p}workflow_status WHERE status = 'ENQUEUED' \
-                 AND queue_name IS NOT NULL"
+                 AND queue_name IS NOT NULL \
+                 AND (application_version = $1 OR application_version IS NULL) \
+                 AND (application_name = $2 OR application_name IS NULL)"
             ),
             queue_partitions: format!(
                 "SELECT DISTINCT queue_partition_key FROM {p}workflow_status WHERE queue_name = $1 \
-                 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL"
+                 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL \
+                 AND (application_version = $2 OR application_version IS NULL) \
+                 AND (application_name = $3 OR application_name IS NULL)"
             ),
             next_delayed: format!(
                 "SELECT MIN(delay_until_epoch_ms) FROM {p}workflow_status WHERE status = 'DELAYED' \

@@ -124,10 +124,33 @@ impl SysDb {
         })
     }
 
-    /// The queues that hold `ENQUEUED` workflows (one read of the in-flight index).
+    /// Puts a workflow this executor claimed but could not start back on its queue.
+    pub(crate) async fn release_claim(&self, id: &str) -> Result<()> {
+        let sql = format!(
+            "UPDATE {}workflow_status SET status = 'ENQUEUED', started_at_epoch_ms = NULL, \
+             updated_at = $2 WHERE workflow_uuid = $1 AND status = 'PENDING' AND executor_id = $3",
+            self.sys.prefix(&self.schema)
+        );
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            sqlx::query(&sql)
+                .bind(id)
+                .bind(now_ms())
+                .bind(&self.executor_id)
+                .execute(&mut *p)
+                .await
+                .map(|_| ())
+                .map_err(Error::db("releasing a claimed workflow"))
+        })
+    }
+
+    /// The queues that hold `ENQUEUED` workflows this process may claim (one read of the
+    /// in-flight index).
     pub(crate) async fn queues_with_work(&self) -> Result<Vec<String>> {
         on_reader!(&self.sys, |p| {
             sqlx::query_scalar(&self.q.queues_with_work)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("finding queues with work"))
@@ -139,6 +162,8 @@ impl SysDb {
         on_reader!(&self.sys, |p| {
             sqlx::query_scalar(&self.q.queue_partitions)
                 .bind(queue)
+                .bind(&self.app_version)
+                .bind(&self.app_name)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("listing a queue's partitions"))

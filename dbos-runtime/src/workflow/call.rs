@@ -137,8 +137,9 @@ where
         self
     }
 
-    /// Enqueued `DELAYED`: no dispatcher starts it before `delay` has passed (measured from the
-    /// enqueue, on the database's clock of record, so it survives restarts).
+    /// Enqueued `DELAYED`: no dispatcher starts it before `delay` has passed. The due time
+    /// (`delay_until_epoch_ms`, from the enqueuing process's clock) is recorded, so it survives
+    /// restarts; dispatchers compare it with their own clocks.
     pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
         self.erased.enqueue.delay = Some(delay);
         self

@@ -126,7 +126,18 @@ pub(crate) async fn start_erased(
             let rt = op.rt().clone();
             // A child without a timeout of its own inherits its parent's deadline.
             let inherited = op.ctx().deadline_ms;
-            let local = insert_and_run(&rt, call, &id, Some(parent), queue, inherited).await?;
+            let local = match insert_and_run(&rt, call, &id, Some(parent), queue, inherited).await {
+                Ok(local) => local,
+                // Refused for a reason that may not hold on a replay (the deduplication ID
+                // freed, say): record the refusal, so the replay takes the same path.
+                Err(e @ (Error::QueueDeduplicated { .. } | Error::WorkflowConflict { .. })) => {
+                    let text = serialization::to_json(&e.to_portable(), "an error")?;
+                    op.record(None, Some(&text), None, Some(serialization::PORTABLE_JSON))
+                        .await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
             match op.record(None, None, Some(&id), None).await {
                 Ok(()) => Ok((rt, id, local)),
                 Err(Error::ConcurrentExecution { .. }) => {
@@ -404,7 +415,7 @@ async fn record_outcome(rt: &Runtime, id: &str, outcome: &Outcome) -> bool {
             }
         }
     }
-    tracing::error!(workflow_id = %id, "outcome not recorded; the workflow will be recovered at the next launch");
+    tracing::error!(workflow_id = %id, "outcome not recorded; the workflow stays PENDING and is recovered by this executor's next launch or, on Postgres, taken over once this process is gone");
     false
 }
 
