@@ -336,6 +336,13 @@ pub(crate) fn resolve_executor_id(cfg: &mut DbosConfig) -> Option<std::fs::File>
         }
         Ok(DatabaseUrl::Sqlite(url)) => {
             let dir = sqlite_slot_dir(&url)?;
+            // Beside the database file, never creating its directory: a database in a
+            // directory that does not exist fails to open, with a clear error, as before.
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(_) => return None,
+            }
             for n in 1..=MAX_SQLITE_SLOTS {
                 if let Some(file) = lock_slot(&dir, n) {
                     cfg.executor_id = sqlite_slot_id(n);
@@ -385,7 +392,6 @@ pub(crate) fn sqlite_slot_id(n: u32) -> String {
 
 /// Takes slot `n`'s lock, if no live process holds it.
 pub(crate) fn lock_slot(dir: &std::path::Path, n: u32) -> Option<std::fs::File> {
-    std::fs::create_dir_all(dir).ok()?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

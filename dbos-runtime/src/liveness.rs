@@ -49,9 +49,16 @@ pub(crate) async fn start(rt: &Runtime) -> Result<()> {
         pid: i64::from(std::process::id()),
         started_at: crate::sysdb::now_ms(),
         timeout_ms: rt.config().liveness_timeout.as_millis() as i64,
+        pid_ns: pid_namespace(),
     };
     rt.db()
-        .beat(&me.host, me.pid, me.started_at, me.timeout_ms)
+        .beat(
+            &me.host,
+            me.pid,
+            me.started_at,
+            me.timeout_ms,
+            me.pid_ns.as_deref(),
+        )
         .await?;
     take_over_dead(rt, &me).await?;
     let rt2 = rt.clone();
@@ -67,7 +74,13 @@ pub(crate) async fn start(rt: &Runtime) -> Result<()> {
             }
             let pass = async {
                 rt2.db()
-                    .beat(&me.host, me.pid, me.started_at, me.timeout_ms)
+                    .beat(
+                        &me.host,
+                        me.pid,
+                        me.started_at,
+                        me.timeout_ms,
+                        me.pid_ns.as_deref(),
+                    )
                     .await?;
                 take_over_dead(&rt2, &me).await
             };
@@ -137,11 +150,24 @@ struct Me {
     started_at: i64,
     /// Our deadline, recorded with each renewal: peers judge us by it.
     timeout_ms: i64,
+    /// Our PID namespace: peers check our pid only from the same one.
+    pid_ns: Option<String>,
+}
+
+/// This process's PID namespace (`pid:[4026531836]`), where the platform tells it.
+fn pid_namespace() -> Option<String> {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 async fn take_over_dead(rt: &Runtime, me: &Me) -> Result<()> {
     for peer in rt.db().takeover_candidates(&me.host).await? {
+        // Its pid means something here only on this host and in this PID namespace (containers
+        // may share a hostname but not their pids).
         let dead_pid = peer.hostname.as_deref() == Some(me.host.as_str())
+            && me.pid_ns.is_some()
+            && peer.pid_ns == me.pid_ns
             && peer.pid.is_some_and(|p| p != me.pid && !pid_alive(p));
         if !peer.expired && !dead_pid {
             continue;

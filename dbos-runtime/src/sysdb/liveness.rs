@@ -17,6 +17,8 @@ pub(crate) struct Peer {
     pub executor_id: String,
     pub hostname: Option<String>,
     pub pid: Option<i64>,
+    /// Its PID namespace (`/proc/self/ns/pid`): a pid can only be checked from the same one.
+    pub pid_ns: Option<String>,
     /// It missed its deadline.
     pub expired: bool,
 }
@@ -39,7 +41,8 @@ impl SysDb {
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (executor_id TEXT PRIMARY KEY, \
              application_name TEXT NOT NULL, hostname TEXT, pid BIGINT, \
-             started_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, timeout_ms BIGINT NOT NULL)",
+             started_at BIGINT NOT NULL, last_seen_at BIGINT NOT NULL, timeout_ms BIGINT NOT NULL, \
+             pid_ns TEXT)",
             self.liveness_table()
         );
         match sqlx::query(&sql).execute(&b.pool).await {
@@ -57,16 +60,18 @@ impl SysDb {
         pid: i64,
         started_at: i64,
         timeout_ms: i64,
+        pid_ns: Option<&str>,
     ) -> Result<()> {
         let Backend::Postgres(b) = &self.sys else {
             return Ok(());
         };
         let _pass = b.gate.enter()?;
         let sql = format!(
-            "INSERT INTO {} (executor_id, application_name, hostname, pid, started_at, last_seen_at, timeout_ms) \
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS}, $6) ON CONFLICT (executor_id) DO UPDATE \
-             SET last_seen_at = EXCLUDED.last_seen_at, hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, \
-             timeout_ms = EXCLUDED.timeout_ms",
+            "INSERT INTO {} (executor_id, application_name, hostname, pid, started_at, last_seen_at, \
+             timeout_ms, pid_ns) VALUES ($1, $2, $3, $4, $5, {NOW_MS}, $6, $7) \
+             ON CONFLICT (executor_id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at, \
+             hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, timeout_ms = EXCLUDED.timeout_ms, \
+             pid_ns = EXCLUDED.pid_ns",
             self.liveness_table()
         );
         self.metrics.add_commit();
@@ -77,6 +82,7 @@ impl SysDb {
             .bind(pid)
             .bind(started_at)
             .bind(timeout_ms)
+            .bind(pid_ns)
             .execute(&b.pool)
             .await
             .map_err(Error::db("renewing the liveness record"))?;
@@ -108,24 +114,27 @@ impl SysDb {
             return Ok(Vec::new());
         };
         let sql = format!(
-            "SELECT executor_id, hostname, pid, last_seen_at < {NOW_MS} - timeout_ms FROM {} \
+            "SELECT executor_id, hostname, pid, pid_ns, last_seen_at < {NOW_MS} - timeout_ms FROM {} \
              WHERE application_name = $1 AND executor_id <> $2 \
              AND (last_seen_at < {NOW_MS} - timeout_ms OR hostname = $3)",
             self.liveness_table()
         );
-        let rows: Vec<(String, Option<String>, Option<i64>, bool)> = sqlx::query_as(&sql)
-            .bind(&self.app_name)
-            .bind(&self.executor_id)
-            .bind(hostname)
-            .fetch_all(&b.pool)
-            .await
-            .map_err(Error::db("reading liveness records"))?;
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(String, Option<String>, Option<i64>, Option<String>, bool)> =
+            sqlx::query_as(&sql)
+                .bind(&self.app_name)
+                .bind(&self.executor_id)
+                .bind(hostname)
+                .fetch_all(&b.pool)
+                .await
+                .map_err(Error::db("reading liveness records"))?;
         Ok(rows
             .into_iter()
-            .map(|(executor_id, hostname, pid, expired)| Peer {
+            .map(|(executor_id, hostname, pid, pid_ns, expired)| Peer {
                 executor_id,
                 hostname,
                 pid,
+                pid_ns,
                 expired,
             })
             .collect())
