@@ -664,3 +664,26 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+both_backends! {
+    async fn an_execution_whose_workflow_was_taken_over_records_nothing_more(db: TestDb) {
+        // The fence: once another executor owns the workflow (as after a takeover), the old
+        // execution's next checkpoint is refused, even though the workflow is not cancelled.
+        let k = key(&db, "fenced");
+        let gate = format!("{k}/gate");
+        let rt = within("launch", Runtime::launch(db.config("q-fence").with_executor_id("old-owner"))).await.expect("launch");
+        let h = rt.start_workflow(blocker(gate.clone()).with_id("fence-1")).await.expect("start");
+        eventually(Duration::from_secs(20), "it holds", || async { probe::count(&format!("{gate}/started")) == 1 }).await;
+        let x = db.inspect().await;
+        let s = db.sys();
+        x.exec(&format!("UPDATE {s}workflow_status SET executor_id = 'new-owner' WHERE workflow_uuid = 'fence-1'")).await;
+        probe::open(&gate);
+        // Its step body finishes, but its record and its outcome are refused.
+        eventually(Duration::from_secs(20), "the execution stops", || async { rt.running_workflows() == 0 }).await;
+        assert_eq!(x.scalar(&format!("SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid = 'fence-1'")).await, 0, "nothing recorded");
+        assert_eq!(column(&x, &db, "fence-1", "status").await.as_deref(), Some("PENDING"), "no outcome written");
+        assert_eq!(column(&x, &db, "fence-1", "executor_id").await.as_deref(), Some("new-owner"));
+        drop(h);
+        rt.shutdown().await;
+    }
+}
