@@ -122,7 +122,10 @@ both_backends! {
         assert_eq!(within("fork", h.get_result()).await.expect("fork"), 42);
         let (status, body) = admin(addr, "POST", "/workflows/a-done/restart", None).await;
         assert_eq!(status, 200, "{body}");
-        assert!(parse(&body)["workflow_id"].is_string());
+        let restarted = parse(&body)["workflow_id"].as_str().expect("the restart's ID").to_owned();
+        // Finished before the queue listing below, which would show it while it runs.
+        let h = rt.retrieve_workflow::<u32, Error>(&restarted).await.expect("retrieve");
+        assert_eq!(within("restart", h.get_result()).await.expect("restart"), 42);
 
         // Bad input: 4xx with a message, never a 5xx.
         for (method, path, body, expected) in [

@@ -96,7 +96,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .max_connections(4)
             .connect(&url)
             .await?;
-        sqlx::query(ddl).execute(&p).await?;
+        // A worker killed a moment ago may still have its CREATE TABLE running on the server:
+        // the loser of that race sees a catalog unique violation; try again once it ended.
+        let mut tries = 0;
+        while let Err(e) = sqlx::query(ddl).execute(&p).await {
+            let raced =
+                matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23505"));
+            tries += 1;
+            if !raced || tries > 40 {
+                return Err(e.into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Pool::Postgres(p)
     };
     let _ = POOL.set(pool);
