@@ -113,6 +113,9 @@ both_backends! {
             rt.get_status("a-wait").await.ok().flatten().is_some_and(|s| s.status == "PENDING")
         })
         .await;
+        // PENDING comes with the claim, a moment before the resumed recv waits: give it that
+        // moment, so the message wakes a waiter (the metrics below count that wake-up).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         rt.send("a-wait", &"go on", "go").await.expect("send");
         let h = rt.retrieve_workflow::<Option<String>, Error>("a-wait").await.expect("retrieve");
         assert_eq!(within("resumed", h.get_result()).await.expect("resumed"), Some("go on".to_owned()));
