@@ -51,16 +51,7 @@ pub(crate) async fn start(rt: &Runtime) -> Result<()> {
         timeout_ms: rt.config().liveness_timeout.as_millis() as i64,
         pid_ns: pid_namespace(),
     };
-    rt.db()
-        .beat(
-            &me.host,
-            me.pid,
-            me.started_at,
-            me.timeout_ms,
-            me.pid_ns.as_deref(),
-        )
-        .await?;
-    take_over_dead(rt, &me).await?;
+    renew(rt, &me).await?;
     let rt2 = rt.clone();
     rt.keep(tokio::spawn(async move {
         let every = rt2.config().liveness_timeout / 5;
@@ -72,19 +63,7 @@ pub(crate) async fn start(rt: &Runtime) -> Result<()> {
             {
                 return;
             }
-            let pass = async {
-                rt2.db()
-                    .beat(
-                        &me.host,
-                        me.pid,
-                        me.started_at,
-                        me.timeout_ms,
-                        me.pid_ns.as_deref(),
-                    )
-                    .await?;
-                take_over_dead(&rt2, &me).await
-            };
-            match pass.await {
+            match renew(&rt2, &me).await {
                 Ok(()) => {}
                 Err(Error::ShuttingDown) => return,
                 Err(e) => tracing::warn!("liveness: {e}"),
@@ -159,6 +138,20 @@ fn pid_namespace() -> Option<String> {
     std::fs::read_link("/proc/self/ns/pid")
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Renews our record, then takes over whoever is dead.
+async fn renew(rt: &Runtime, me: &Me) -> Result<()> {
+    rt.db()
+        .beat(
+            &me.host,
+            me.pid,
+            me.started_at,
+            me.timeout_ms,
+            me.pid_ns.as_deref(),
+        )
+        .await?;
+    take_over_dead(rt, me).await
 }
 
 async fn take_over_dead(rt: &Runtime, me: &Me) -> Result<()> {

@@ -151,17 +151,7 @@ impl Runtime {
                 why: "it is empty or whitespace",
             });
         }
-        let timeout_ms = match options.timeout {
-            Some(t) if t.is_zero() => {
-                return Err(Error::InvalidArgument(
-                    "a workflow timeout must be positive".into(),
-                ))
-            }
-            Some(t) => Some(i64::try_from(t.as_millis()).map_err(|_| {
-                Error::InvalidArgument(format!("workflow timeout {t:?} is too long"))
-            })?),
-            None => None,
-        };
+        let timeout_ms = crate::workflow::timeout_ms(options.timeout)?;
         self.db()
             .fork_workflow(&NewFork {
                 original: workflow_id,

@@ -11,14 +11,10 @@ impl SysDb {
     /// Inserts the workflow's status row, or finds the existing one (one upsert).
     pub(crate) async fn insert_workflow(&self, w: &NewWorkflow<'_>) -> Result<WorkflowRow> {
         let now = now_ms();
-        let (status, queue, attempts, started) = match (w.queue, w.delay_ms) {
-            (Some(queue), Some(d)) if d > 0 => ("DELAYED", Some(queue), 0_i64, None),
-            (Some(queue), _) => ("ENQUEUED", Some(queue), 0_i64, None),
-            (None, _) => ("PENDING", None, 1_i64, Some(now)),
-        };
-        let delay_until = match w.delay_ms {
-            Some(d) if d > 0 => Some(now.saturating_add(d)),
-            _ => None,
+        let (enqueued, delay_until) = enqueued_status(w.delay_ms, now);
+        let (status, queue, attempts, started) = match w.queue {
+            Some(queue) => (enqueued, Some(queue), 0_i64, None),
+            None => ("PENDING", None, 1_i64, Some(now)),
         };
         let sql = if queue.is_some() {
             &self.q.enqueue_workflow
@@ -75,12 +71,7 @@ impl SysDb {
     /// an application transaction ([`super::Tx::enqueue`]).
     pub(crate) fn enqueue_statement(&self, w: &NewWorkflow<'_>) -> (String, Vec<super::Param>) {
         let now = now_ms();
-        let delay_until = w.delay_ms.filter(|d| *d > 0).map(|d| now.saturating_add(d));
-        let status = if delay_until.is_some() {
-            "DELAYED"
-        } else {
-            "ENQUEUED"
-        };
+        let (status, delay_until) = enqueued_status(w.delay_ms, now);
         let params: Vec<super::Param> = vec![
             w.id.into(),
             status.into(),
@@ -252,5 +243,14 @@ impl SysDb {
                 .map_err(Error::db("recording the application version"))?;
             Ok(())
         })
+    }
+}
+
+/// An enqueued workflow's status and due time: `DELAYED` until `now + delay` when it has a
+/// positive delay, else `ENQUEUED`.
+fn enqueued_status(delay_ms: Option<i64>, now: i64) -> (&'static str, Option<i64>) {
+    match delay_ms {
+        Some(d) if d > 0 => ("DELAYED", Some(now.saturating_add(d))),
+        _ => ("ENQUEUED", None),
     }
 }

@@ -224,6 +224,19 @@ async fn insert_and_run(
     Ok(None)
 }
 
+/// A workflow timeout in milliseconds, checked: positive and representable.
+pub(crate) fn timeout_ms(timeout: Option<Duration>) -> Result<Option<i64>> {
+    match timeout {
+        Some(t) if t.is_zero() => Err(Error::InvalidArgument(
+            "a workflow timeout must be positive".into(),
+        )),
+        Some(t) => Ok(Some(i64::try_from(t.as_millis()).map_err(|_| {
+            Error::InvalidArgument(format!("workflow timeout {t:?} is too long"))
+        })?)),
+        None => Ok(None),
+    }
+}
+
 /// A call's timeout, priority and delay, checked and in the columns' units.
 pub(crate) struct Fields {
     pub timeout_ms: Option<i64>,
@@ -233,17 +246,7 @@ pub(crate) struct Fields {
 
 impl Fields {
     pub(crate) fn of(call: &ErasedCall) -> Result<Fields> {
-        let timeout_ms = match call.timeout {
-            Some(t) if t.is_zero() => {
-                return Err(Error::InvalidArgument(
-                    "a workflow timeout must be positive".into(),
-                ))
-            }
-            Some(t) => Some(i64::try_from(t.as_millis()).map_err(|_| {
-                Error::InvalidArgument(format!("workflow timeout {t:?} is too long"))
-            })?),
-            None => None,
-        };
+        let timeout_ms = timeout_ms(call.timeout)?;
         let priority = match call.enqueue.priority {
             Some(p) => i32::try_from(p).map_err(|_| {
                 Error::InvalidArgument(format!("priority {p} is above the maximum, {}", i32::MAX))
