@@ -75,9 +75,11 @@ pub fn workflows(json: bool, rows: &[WorkflowInfo], payloads: bool) -> String {
                 time(Some(w.created_at)),
             ];
             if payloads {
-                r.push(cell(or_blank(&w.inputs), 40));
+                r.push(cell(&w.inputs_shown().unwrap_or_default(), 40));
                 r.push(cell(
-                    w.output.as_deref().or(w.error.as_deref()).unwrap_or(""),
+                    &w.output_shown()
+                        .or_else(|| w.error.clone())
+                        .unwrap_or_default(),
                     40,
                 ));
             }
@@ -126,8 +128,8 @@ pub fn workflow(json: bool, w: &WorkflowInfo) -> String {
         ("parent", or_blank(&w.parent_workflow_id).to_owned()),
         ("forked from", or_blank(&w.forked_from).to_owned()),
         ("serialization", or_blank(&w.serialization).to_owned()),
-        ("inputs", or_blank(&w.inputs).to_owned()),
-        ("output", or_blank(&w.output).to_owned()),
+        ("inputs", w.inputs_shown().unwrap_or_default()),
+        ("output", w.output_shown().unwrap_or_default()),
         ("error", or_blank(&w.error).to_owned()),
     ];
     let mut out = String::new();
@@ -148,9 +150,9 @@ pub fn steps(json: bool, steps: &[StepInfo]) -> String {
                 (Some(a), Some(b)) if s.function_name != "DBOS.sleep" => format!("{}", b - a),
                 _ => String::new(),
             };
-            let outcome = match (&s.error, &s.output) {
+            let outcome = match (&s.error, s.output_shown()) {
                 (Some(e), _) => format!("error: {e}"),
-                (None, Some(o)) => o.clone(),
+                (None, Some(o)) => o,
                 (None, None) => String::new(),
             };
             vec![

@@ -1,5 +1,6 @@
 //! The attribute grammar: `#[workflow(name = "…")]`, `#[step(max_attempts = 3, …)]`,
-//! `#[transaction(isolation = "…", read_only)]` and `#[scheduled("…")]`.
+//! `#[transaction(isolation = "…", read_only)]`, `serialization = "bincode"` on any of
+//! them, and `#[scheduled("…")]`.
 //!
 //! This module only recognises keys and their raw values; `model` checks what they mean. It
 //! knows no attribute kinds: callers pass the attribute's name and the keys it accepts.
@@ -17,6 +18,7 @@ mod kw {
     syn::custom_keyword!(backoff);
     syn::custom_keyword!(isolation);
     syn::custom_keyword!(read_only);
+    syn::custom_keyword!(serialization);
 }
 
 /// One `key = value` (or bare flag) inside the attribute's parentheses.
@@ -46,6 +48,10 @@ pub(crate) enum Arg {
         key: kw::read_only,
         value: Option<Expr>,
     },
+    Serialization {
+        key: kw::serialization,
+        value: Expr,
+    },
 }
 
 impl Arg {
@@ -57,6 +63,7 @@ impl Arg {
             Arg::Backoff { .. } => "backoff",
             Arg::Isolation { .. } => "isolation",
             Arg::ReadOnly { .. } => "read_only",
+            Arg::Serialization { .. } => "serialization",
         }
     }
 
@@ -68,6 +75,7 @@ impl Arg {
             Arg::Backoff { key, .. } => key.span,
             Arg::Isolation { key, .. } => key.span,
             Arg::ReadOnly { key, .. } => key.span,
+            Arg::Serialization { key, .. } => key.span,
         }
     }
 }
@@ -120,6 +128,11 @@ fn parse_arg(attr: &str, keys: &[&str], input: ParseStream) -> syn::Result<Arg> 
         Arg::Isolation {
             key: input.parse()?,
             value: value(input, "isolation")?,
+        }
+    } else if input.peek(kw::serialization) {
+        Arg::Serialization {
+            key: input.parse()?,
+            value: value(input, "serialization")?,
         }
     } else if input.peek(kw::read_only) {
         let key = input.parse()?;

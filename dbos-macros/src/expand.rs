@@ -13,7 +13,7 @@ use syn::{
     Type, Visibility,
 };
 
-use crate::model::{without_schedule, Isolation, Kind, Model, Param, Stacked};
+use crate::model::{without_schedule, Isolation, Kind, Model, Param, Serialization, Stacked};
 
 /// Expands one attribute on one item. On a misuse, hands the item back with the error, so the
 /// rest of the crate still type-checks against the function and IDEs keep working.
@@ -92,6 +92,7 @@ fn workflow(model: &Model) -> TokenStream {
     let body_fn = body_fn(model, &body);
 
     let ret = workflow_call_type(output);
+    let format = format(model);
     let inputs = params.iter().map(|Param { ident, arg }| {
         let ty = &arg.ty;
         quote!(#ident: #ty)
@@ -121,7 +122,7 @@ fn workflow(model: &Model) -> TokenStream {
             #(#arg_asserts)*
             #output_asserts
             #body_fn
-            let #mutability #args = ::dbos_runtime::__private::ArgsEncoder::new();
+            let #mutability #args = ::dbos_runtime::__private::ArgsEncoder::with_format(#format);
             #(#pushes)*
             #call
         }
@@ -216,6 +217,7 @@ fn step(model: &Model) -> TokenStream {
     } else {
         Vec::new()
     };
+    let format = format(model);
     let call = if model.step.retries() {
         let clones = clones(params);
         let max_attempts = model.step.max_attempts;
@@ -228,6 +230,7 @@ fn step(model: &Model) -> TokenStream {
                     max_attempts: #max_attempts,
                     interval_secs: #interval_secs,
                     backoff: #backoff,
+                    format: #format,
                 },
                 move || #body(#(#clones),*),
             )
@@ -236,7 +239,7 @@ fn step(model: &Model) -> TokenStream {
     } else {
         let idents = params.iter().map(|param| &param.ident);
         quote_spanned! {output_span(model)=>
-            ::dbos_runtime::__private::run_step_once(#name, #body(#(#idents),*)).await
+            ::dbos_runtime::__private::run_step_once(#name, #format, #body(#(#idents),*)).await
         }
     };
     quote! {
@@ -280,12 +283,14 @@ fn transaction(model: &Model) -> TokenStream {
         }
     };
     let read_only = model.tx_options.read_only;
+    let format = format(model);
     let call = quote_spanned! {output_span(model)=>
         ::dbos_runtime::__private::run_transaction(
             #name,
             ::dbos_runtime::__private::TxOptions {
                 isolation: #isolation,
                 read_only: #read_only,
+                format: #format,
             },
             move |#tx| ::std::boxed::Box::pin(#body(#tx, #(#clones),*)),
         )
@@ -348,6 +353,17 @@ fn scheduled_transaction(model: &Model) -> Option<TokenStream> {
             }
         };
     })
+}
+
+/// The `Format` the function's values are stored in. Bincode is checked against the runtime's
+/// `bincode` feature, with an error at the user's `"bincode"` when it is off.
+fn format(model: &Model) -> TokenStream {
+    match &model.serialization {
+        Serialization::Json => quote!(::dbos_runtime::__private::Format::Json),
+        Serialization::Bincode(lit) => {
+            quote_spanned!(lit.span()=> ::dbos_runtime::__private::bincode::<()>())
+        }
+    }
 }
 
 /// `"<name>"`, or `concat!(module_path!(), "::", "<fn>")` by default.

@@ -109,6 +109,17 @@ fn cases() -> Vec<(&'static str, Kind, TokenStream, TokenStream)> {
             },
         ),
         (
+            "workflow_bincode",
+            Kind::Workflow,
+            quote!(serialization = "bincode"),
+            quote! {
+                async fn ingest(batch: Batch) -> Res<Summary> {
+                    let marker = "BODY-MARKER";
+                    summarize(batch, marker).await
+                }
+            },
+        ),
+        (
             "scheduled_workflow",
             Kind::Workflow,
             quote!(name = "nightly"),
@@ -205,6 +216,7 @@ const MEMBERS: &[&str] = &[
     "backoff",
     "isolation",
     "read_only",
+    "format",
 ];
 const PUBLIC: &[&str] = &["WorkflowCall", "Tx", "Error", "WorkflowError"];
 

@@ -121,6 +121,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A value could not be turned into or read back from its stored bincode (a function
+    /// declared `serialization = "bincode"`).
+    #[error("cannot {doing}: {message}")]
+    BincodeSerialization {
+        /// What was being (de)serialized.
+        doing: String,
+        /// bincode's (or base64's) message.
+        message: String,
+    },
     /// A row was written by a serializer we cannot read.
     #[error("unsupported serialization `{0}`")]
     UnsupportedSerialization(String),
@@ -207,6 +216,7 @@ impl Error {
             Error::NotInWorkflow(_) => "NotInWorkflow",
             Error::InStep(_) => "InStep",
             Error::Serialization { .. } => "Serialization",
+            Error::BincodeSerialization { .. } => "BincodeSerialization",
             Error::UnsupportedSerialization(_) => "UnsupportedSerialization",
             Error::BadInputs(_) => "BadInputs",
             Error::Panic(_) => "Panic",

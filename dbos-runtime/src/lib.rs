@@ -86,6 +86,7 @@ pub use runtime::Runtime;
 /// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
 pub use rust_decimal::Decimal;
 pub use scheduler::tick_workflow_id;
+pub use serialization::Format;
 pub use step::StepOptions;
 pub use sysdb::{FromRow, Numeric, Param, Tx, TxQuery};
 pub use transaction::{Isolation, TxOptions};
@@ -108,7 +109,7 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{Entry, ResumeFn};
-    pub use crate::serialization::{ArgsEncoder, Inputs};
+    pub use crate::serialization::{ArgsEncoder, Format, Inputs};
     pub use crate::step::{run_step, run_step_once, StepOptions};
     pub use crate::transaction::{run_transaction, Isolation, TxOptions};
     pub use crate::workflow::{BoxFuture, ErasedCall};
@@ -168,4 +169,19 @@ pub mod __private {
     pub fn assert_error<E: WorkflowError>() {}
     /// Arguments of retried functions are cloned for each attempt.
     pub fn assert_clone<T: Clone + Send + 'static>() {}
+
+    /// Implemented when dbos-runtime's `bincode` feature is on.
+    #[diagnostic::on_unimplemented(
+        message = "`serialization = \"bincode\"` needs the `bincode` feature of dbos-runtime",
+        label = "bincode is chosen here",
+        note = "in Cargo.toml: dbos-runtime = {{ version = \"…\", features = [\"bincode\"] }}"
+    )]
+    pub trait BincodeEnabled {}
+    #[cfg(feature = "bincode")]
+    impl BincodeEnabled for () {}
+
+    /// `serialization = "bincode"`: compiles only with the `bincode` feature.
+    pub const fn bincode<T: BincodeEnabled>() -> Format {
+        Format::Bincode
+    }
 }

@@ -208,19 +208,21 @@ impl Operation {
         self.settle(self.rt.db().record_step(&row).await)
     }
 
-    /// Records a finished body's outcome as portable JSON: its value, or its error.
+    /// Records a finished body's outcome: its value in `format`, or its error (portable JSON).
     pub(crate) async fn record_outcome<T, E>(
         &self,
         result: &std::result::Result<T, E>,
+        format: serialization::Format,
     ) -> Result<()>
     where
         T: serde::Serialize,
         E: crate::error::WorkflowError,
     {
-        let (output, error) = match result {
+        let (output, error, tag) = match result {
             Ok(v) => (
-                Some(serialization::to_json(v, "an operation's output")?),
+                Some(serialization::encode(format, v, "an operation's output")?),
                 None,
+                format.tag(),
             ),
             Err(e) => (
                 None,
@@ -228,15 +230,11 @@ impl Operation {
                     &e.to_portable(),
                     "an operation's error",
                 )?),
+                PORTABLE_JSON,
             ),
         };
-        self.record(
-            output.as_deref(),
-            error.as_deref(),
-            None,
-            Some(PORTABLE_JSON),
-        )
-        .await
+        self.record(output.as_deref(), error.as_deref(), None, Some(tag))
+            .await
     }
 
     /// Runs `fut` as this operation's body (`kind`: `step` or `transaction`): nested

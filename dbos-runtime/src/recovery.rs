@@ -32,8 +32,14 @@ pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
         tracing::error!(workflow_id = %c.id, "{}", Error::NotRegistered { name });
         return Ok(());
     };
-    let call =
-        Inputs::parse(c.inputs.as_deref(), c.serialization.as_deref()).and_then(entry.resume);
+    let tag = c.serialization.as_deref();
+    let call = Inputs::parse(c.inputs.as_deref(), tag)
+        .and_then(entry.resume)
+        .and_then(|call| {
+            // The output is written in the format the row was started with.
+            call.format.set(serialization::Format::of_tag(tag)?);
+            Ok(call)
+        });
     match call {
         Ok(call) => {
             let recorded = if c.has_steps {

@@ -2,6 +2,7 @@
 
 use crate::error::{Error, WorkflowError};
 use crate::operation::{self, Begun, Site};
+use crate::serialization::Format;
 use crate::workflow::replay_step;
 use serde::{de::DeserializeOwned, Serialize};
 use std::future::Future;
@@ -17,6 +18,8 @@ pub struct StepOptions {
     pub interval_secs: f64,
     /// The factor applied to the wait after each failed attempt (≥ 1).
     pub backoff: f64,
+    /// How the step's output is stored.
+    pub format: Format,
 }
 
 impl Default for StepOptions {
@@ -25,20 +28,25 @@ impl Default for StepOptions {
             max_attempts: 1,
             interval_secs: 1.0,
             backoff: 2.0,
+            format: Format::Json,
         }
     }
 }
 
 /// Runs a step without retries. Inside a workflow its outcome is recorded at the next position
 /// and replayed on recovery; elsewhere (or inside another step) it is a plain call.
-pub async fn run_step_once<T, E, F>(name: &'static str, body: F) -> Result<T, E>
+pub async fn run_step_once<T, E, F>(name: &'static str, format: Format, body: F) -> Result<T, E>
 where
     F: Future<Output = Result<T, E>> + Send,
     T: Serialize + DeserializeOwned + Send,
     E: WorkflowError,
 {
     let mut body = Some(body);
-    run_step(name, StepOptions::default(), move || {
+    let opts = StepOptions {
+        format,
+        ..StepOptions::default()
+    };
+    run_step(name, opts, move || {
         let b = body.take();
         async move {
             match b {
@@ -78,7 +86,9 @@ where
         .run_body("step", with_retries(name, opts, &mut body))
         .await;
     op.rt().metrics().step_ran(name, started.elapsed());
-    op.record_outcome(&result).await.map_err(E::from)?;
+    op.record_outcome(&result, opts.format)
+        .await
+        .map_err(E::from)?;
     result
 }
 

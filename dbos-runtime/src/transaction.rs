@@ -243,7 +243,12 @@ struct Op<'a> {
 
 impl Op<'_> {
     fn write<'s>(&'s self, output: Option<&'s str>, error: Option<&'s str>) -> StepWrite<'s> {
-        self.op.write(output, error, Some(PORTABLE_JSON))
+        // An error row is portable JSON whatever the transaction's format.
+        let tag = match error {
+            Some(_) => PORTABLE_JSON,
+            None => self.opts.format.tag(),
+        };
+        self.op.write(output, error, Some(tag))
     }
 
     async fn attempt<T, E>(&self, body: &mut Body<'_, T, E>) -> crate::Result<Attempt<T, E>>
@@ -300,13 +305,14 @@ impl Op<'_> {
                     self.record_error(&e).await?;
                     return Ok(Attempt::Done(Err(e)));
                 }
-                let output = match serialization::to_json(&v, "a transaction's output") {
-                    Ok(output) => output,
-                    Err(e) => {
-                        discard(tx).await;
-                        return Err(e);
-                    }
-                };
+                let output =
+                    match serialization::encode(self.opts.format, &v, "a transaction's output") {
+                        Ok(output) => output,
+                        Err(e) => {
+                            discard(tx).await;
+                            return Err(e);
+                        }
+                    };
                 if self.opts.read_only {
                     discard(tx).await;
                     self.op
@@ -393,13 +399,16 @@ impl Op<'_> {
             .record_step(&self.write(output.as_deref(), error.as_deref()))
             .await;
         self.op.settle(written)?;
+        // `transaction_outputs` has no tag: it was written by this function, in its format.
+        let tag = self.write(None, error.as_deref()).serialization;
+        let serialization = tag.map(str::to_owned);
         Ok(replay_step(&StepRow {
             function_id: self.op.position(),
             function_name: recorded,
             output,
             error,
             child_workflow_id: None,
-            serialization: Some(PORTABLE_JSON.to_owned()),
+            serialization,
         }))
     }
 }

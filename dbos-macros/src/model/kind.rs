@@ -25,9 +25,15 @@ impl Kind {
     /// The option keys this attribute accepts.
     pub(super) fn keys(self) -> &'static [&'static str] {
         match self {
-            Kind::Workflow => &["name"],
-            Kind::Step => &["name", "max_attempts", "interval", "backoff"],
-            Kind::Transaction => &["name", "isolation", "read_only"],
+            Kind::Workflow => &["name", "serialization"],
+            Kind::Step => &[
+                "name",
+                "max_attempts",
+                "interval",
+                "backoff",
+                "serialization",
+            ],
+            Kind::Transaction => &["name", "isolation", "read_only", "serialization"],
             Kind::Scheduled => &[],
         }
     }

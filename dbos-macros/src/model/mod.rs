@@ -27,7 +27,7 @@ use self::options::Options;
 use self::signature::Params;
 
 pub(crate) use self::kind::Kind;
-pub(crate) use self::options::{Isolation, StepOptions, TxOptions};
+pub(crate) use self::options::{Isolation, Serialization, StepOptions, TxOptions};
 pub(crate) use self::schedule::{without_schedule, Schedule, Stacked};
 pub(crate) use self::signature::Param;
 
@@ -42,6 +42,8 @@ pub(crate) struct Model {
     pub(crate) sig: Signature,
     pub(crate) block: Box<Block>,
     pub(crate) name: Option<LitStr>,
+    /// `serialization = "…"`.
+    pub(crate) serialization: Serialization,
     /// The `tx: &mut Tx` parameter of a transaction.
     pub(crate) tx: Option<PatType>,
     /// Parameters the caller passes (all of them, except a transaction's `tx`).
@@ -81,6 +83,7 @@ impl Model {
             sig: func.sig.clone(),
             block: func.block.clone(),
             name: options.name,
+            serialization: options.serialization,
             tx: None,
             params: Vec::new(),
             output,

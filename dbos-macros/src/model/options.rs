@@ -49,10 +49,21 @@ pub(crate) struct TxOptions {
     pub(crate) read_only: bool,
 }
 
+/// `serialization = "…"`: how the function's arguments and outputs are stored.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Serialization {
+    /// Portable JSON, the default (also `serialization = "json"`).
+    #[default]
+    Json,
+    /// bincode; the literal is kept so a missing runtime feature is reported at it.
+    Bincode(LitStr),
+}
+
 /// The options of an attribute, checked and converted.
 #[derive(Default)]
 pub(super) struct Options {
     pub(super) name: Option<LitStr>,
+    pub(super) serialization: Serialization,
     pub(super) step: StepOptions,
     pub(super) tx: TxOptions,
 }
@@ -97,6 +108,9 @@ impl Options {
                 }
                 Arg::ReadOnly { value, .. } => {
                     read_only(value.as_ref()).map(|flag| options.tx.read_only = flag)
+                }
+                Arg::Serialization { value, .. } => {
+                    serialization(value).map(|format| options.serialization = format)
                 }
             };
             if let Err(err) = checked {
@@ -216,6 +230,22 @@ fn isolation(value: &Expr) -> syn::Result<Isolation> {
             other => Err(syn::Error::new_spanned(
                 level,
                 format_args!("unknown isolation level {other:?}: {message}"),
+            )),
+        },
+        _ => Err(syn::Error::new_spanned(value, message)),
+    }
+}
+
+fn serialization(value: &Expr) -> syn::Result<Serialization> {
+    let message = "`serialization` must be \"json\" (portable JSON, the default, readable by \
+                   DBOS's tools and other SDKs) or \"bincode\" (compact, Rust only)";
+    match lit(value) {
+        Some(Lit::Str(format)) => match format.value().as_str() {
+            "json" => Ok(Serialization::Json),
+            "bincode" => Ok(Serialization::Bincode(format.clone())),
+            other => Err(syn::Error::new_spanned(
+                format,
+                format_args!("unknown serialization {other:?}: {message}"),
             )),
         },
         _ => Err(syn::Error::new_spanned(value, message)),

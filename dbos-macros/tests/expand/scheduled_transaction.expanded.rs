@@ -16,6 +16,7 @@ async fn progress(scheduled: Time, actual: Time) -> Res<Done> {
             ::dbos_runtime::__private::TxOptions {
                 isolation: ::core::option::Option::None,
                 read_only: false,
+                format: ::dbos_runtime::__private::Format::Json,
             },
             move |__dbos_tx| ::std::boxed::Box::pin(
                 __dbos_body(

@@ -17,7 +17,9 @@ fn nightly(
         let marker = "BODY-MARKER";
         report(scheduled, actual, marker).await
     }
-    let mut __dbos_args = ::dbos_runtime::__private::ArgsEncoder::new();
+    let mut __dbos_args = ::dbos_runtime::__private::ArgsEncoder::with_format(
+        ::dbos_runtime::__private::Format::Json,
+    );
     __dbos_args.push(&scheduled);
     __dbos_args.push(&actual);
     ::dbos_runtime::__private::workflow_call(

@@ -9,5 +9,10 @@ async fn charge(card: &Card, cents: Cents) -> Res<Payment> {
         let marker = "BODY-MARKER";
         pay(card, cents, marker).await
     }
-    ::dbos_runtime::__private::run_step_once("charge", __dbos_body(card, cents)).await
+    ::dbos_runtime::__private::run_step_once(
+            "charge",
+            ::dbos_runtime::__private::Format::Json,
+            __dbos_body(card, cents),
+        )
+        .await
 }

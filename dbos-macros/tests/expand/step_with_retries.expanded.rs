@@ -18,6 +18,7 @@ pub(crate) async fn fetch(url: Url, attempt: Attempt) -> Res<Page> {
                 max_attempts: 3u32,
                 interval_secs: 0.5f64,
                 backoff: 1.5f64,
+                format: ::dbos_runtime::__private::Format::Json,
             },
             move || __dbos_body(
                 ::core::clone::Clone::clone(&url),

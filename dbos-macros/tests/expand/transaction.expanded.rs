@@ -17,6 +17,7 @@ pub async fn reserve(product: Product) -> Res<Reserved> {
                     ::dbos_runtime::__private::Isolation::Serializable,
                 ),
                 read_only: true,
+                format: ::dbos_runtime::__private::Format::Json,
             },
             move |__dbos_tx| ::std::boxed::Box::pin(
                 __dbos_body(__dbos_tx, ::core::clone::Clone::clone(&product)),

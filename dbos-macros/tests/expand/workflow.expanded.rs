@@ -25,7 +25,9 @@ pub fn checkout(
         note.push(marker);
         place(order, x + y, note).await
     }
-    let mut __dbos_args = ::dbos_runtime::__private::ArgsEncoder::new();
+    let mut __dbos_args = ::dbos_runtime::__private::ArgsEncoder::with_format(
+        ::dbos_runtime::__private::Format::Json,
+    );
     __dbos_args.push(&order);
     __dbos_args.push(&__dbos_arg1);
     __dbos_args.push(&note);

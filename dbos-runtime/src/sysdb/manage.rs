@@ -227,6 +227,27 @@ pub struct WorkflowInfo {
     pub error: Option<String>,
 }
 
+impl WorkflowInfo {
+    /// The inputs as tools show them: the JSON text, or for another format (bincode) its tag
+    /// and size, never the encoded bytes.
+    pub fn inputs_shown(&self) -> Option<String> {
+        crate::serialization::shown(self.inputs.as_deref(), self.serialization.as_deref())
+    }
+
+    /// The output as tools show it (see [`WorkflowInfo::inputs_shown`]).
+    pub fn output_shown(&self) -> Option<String> {
+        crate::serialization::shown(self.output.as_deref(), self.serialization.as_deref())
+    }
+}
+
+impl StepInfo {
+    /// The output as tools show it: the JSON text, or for another format (bincode) its tag
+    /// and size, never the encoded bytes.
+    pub fn output_shown(&self) -> Option<String> {
+        crate::serialization::shown(self.output.as_deref(), self.serialization.as_deref())
+    }
+}
+
 /// One recorded operation of a workflow, as [`Runtime::get_workflow_steps`](crate::Runtime::get_workflow_steps)
 /// returns it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -154,7 +154,7 @@ impl Queries {
                  recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority, \
                  workflow_timeout_ms, workflow_deadline_epoch_ms, deduplication_id, queue_partition_key, \
                  delay_until_epoch_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '{PORTABLE_JSON}', $12, $12, $13, $16, $14, $15, \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $20, $12, $12, $13, $16, $14, $15, \
                  $17, $18, $19) \
                  ON CONFLICT (workflow_uuid) DO UPDATE SET updated_at = EXCLUDED.updated_at \
                  RETURNING status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms"

@@ -28,6 +28,8 @@ pub(crate) struct NewWorkflow<'a> {
     pub partition: Option<&'a str>,
     /// Enqueued `DELAYED` until this long after now.
     pub delay_ms: Option<i64>,
+    /// The `serialization` tag of `inputs` (and of the output written at the end).
+    pub serialization: &'a str,
 }
 
 /// What the start upsert found: our own new row or the existing one.

@@ -48,6 +48,7 @@ impl SysDb {
                 .bind(w.dedup_id)
                 .bind(w.partition)
                 .bind(delay_until)
+                .bind(w.serialization)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(|e| match (super::unique_violation(&e), queue, w.dedup_id) {
@@ -92,6 +93,7 @@ impl SysDb {
             w.dedup_id.into(),
             w.partition.into(),
             delay_until.into(),
+            w.serialization.into(),
         ];
         (self.q.enqueue_workflow.clone(), params)
     }

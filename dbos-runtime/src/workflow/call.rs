@@ -3,7 +3,7 @@
 
 use crate::error::{PortableError, Result, WorkflowError};
 use crate::queue::EnqueueOptions;
-use crate::serialization::{self, ArgsEncoder};
+use crate::serialization::{self, ArgsEncoder, Format, FormatCell};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
 use std::future::Future;
@@ -17,6 +17,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) struct Finished {
     pub outcome: std::result::Result<String, PortableError>,
     pub typed: Option<Box<dyn Any + Send>>,
+    /// The format of the stored output in `outcome`.
+    pub format: Format,
 }
 
 /// A type-erased workflow call: name, encoded inputs and the body. Not API.
@@ -27,6 +29,9 @@ pub struct ErasedCall {
     pub(crate) id: Option<String>,
     pub(crate) timeout: Option<std::time::Duration>,
     pub(crate) enqueue: EnqueueOptions,
+    /// The format of its inputs and output: the function's own for a new workflow; a resumed
+    /// one's is set from its row before it runs.
+    pub(crate) format: FormatCell,
 }
 
 impl std::fmt::Debug for ErasedCall {
@@ -70,17 +75,20 @@ where
     where
         F: Future<Output = std::result::Result<T, E>> + Send + 'static,
     {
+        let format = FormatCell::new(args.format());
+        let cell = format.clone();
         let body = async move {
             let result = body.await;
+            let format = cell.get();
             let outcome = match &result {
-                Ok(v) => {
-                    serialization::to_json(v, "the workflow's output").map_err(|e| e.to_portable())
-                }
+                Ok(v) => serialization::encode(format, v, "the workflow's output")
+                    .map_err(|e| e.to_portable()),
                 Err(e) => Err(e.to_portable()),
             };
             Finished {
                 outcome,
                 typed: Some(Box::new(result)),
+                format,
             }
         };
         WorkflowCall {
@@ -91,6 +99,7 @@ where
                 id: None,
                 timeout: None,
                 enqueue: EnqueueOptions::default(),
+                format,
             },
             _types: PhantomData,
         }

@@ -6,7 +6,7 @@ use crate::error::{Error, PortableError, Result, WorkflowError};
 use crate::notify::done_key;
 use crate::operation::{self, Begun, Site};
 use crate::runtime::Runtime;
-use crate::serialization::{self, PORTABLE_JSON};
+use crate::serialization::{self, Format, PORTABLE_JSON};
 use crate::sysdb::{StepRow, WorkflowRow};
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
@@ -84,39 +84,31 @@ where
                 Site::Workflow(Begun::Run(op)) => Some(op),
                 Site::InStep(..) | Site::Outside(_) => None,
             };
-            let (outcome, typed) = match &op {
+            let (outcome, typed, format) = match &op {
                 Some(op) => op.wait(self.wait()).await.map_err(E::from)?,
                 None => self.wait().await,
             }
             .map_err(E::from)?;
             if let Some(op) = op {
-                let (output, error) = match &outcome {
-                    Ok(o) => (Some(o.as_str()), None),
+                // The child's output as it is stored, in its format; errors are JSON.
+                let (output, error, tag) = match &outcome {
+                    Ok(o) => (Some(o.as_str()), None, format.tag()),
                     Err(e) => (
                         None,
                         Some(serialization::to_json(e, "an error").map_err(E::from)?),
+                        PORTABLE_JSON,
                     ),
                 };
-                op.record(
-                    output,
-                    error.as_deref(),
-                    Some(&self.id),
-                    Some(PORTABLE_JSON),
-                )
-                .await
-                .map_err(E::from)?;
+                op.record(output, error.as_deref(), Some(&self.id), Some(tag))
+                    .await
+                    .map_err(E::from)?;
             }
-            decode_finished(outcome, typed)
+            decode_finished(outcome, typed, format)
         }))
         .await
     }
 
-    async fn wait(
-        &self,
-    ) -> Result<(
-        std::result::Result<String, PortableError>,
-        Option<Box<dyn Any + Send>>,
-    )> {
+    async fn wait(&self) -> Result<Awaited> {
         let local = match self.local.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
@@ -132,14 +124,14 @@ where
                 biased;
                 f = &mut rx => {
                     if let Ok(f) = f {
-                        return Ok((f.outcome, f.typed));
+                        return Ok((f.outcome, f.typed, f.format));
                     }
                     // It stopped without an outcome (shutdown, conflict): read the row.
                 }
                 row = cancelled => {
                     if let Some(row) = row? {
                         if row.status == "CANCELLED" {
-                            return Ok((row_outcome(&self.id, &row)?, None));
+                            return row_awaited(&self.id, &row);
                         }
                     }
                     // Resumed since: wait for the new execution's outcome.
@@ -147,8 +139,22 @@ where
             }
         }
         let row = wait_for_outcome(&self.rt, &self.id).await?;
-        Ok((row_outcome(&self.id, &row)?, None))
+        row_awaited(&self.id, &row)
     }
+}
+
+/// A finished workflow's stored outcome, the typed result when it ran here, and the format of
+/// the stored output.
+type Awaited = (
+    std::result::Result<String, PortableError>,
+    Option<Box<dyn Any + Send>>,
+    Format,
+);
+
+fn row_awaited(id: &str, row: &WorkflowRow) -> Result<Awaited> {
+    // An unreadable tag is reported for a SUCCESS row by `row_outcome`.
+    let format = Format::of_tag(row.serialization.as_deref()).unwrap_or_default();
+    Ok((row_outcome(id, row)?, None, format))
 }
 
 const GET_RESULT: &str = "DBOS.getResult";
@@ -156,6 +162,7 @@ const GET_RESULT: &str = "DBOS.getResult";
 fn decode_finished<T: DeserializeOwned + 'static, E: WorkflowError>(
     outcome: std::result::Result<String, PortableError>,
     typed: Option<Box<dyn Any + Send>>,
+    format: Format,
 ) -> std::result::Result<T, E> {
     if let Some(t) = typed {
         if let Ok(r) = t.downcast::<std::result::Result<T, E>>() {
@@ -163,8 +170,9 @@ fn decode_finished<T: DeserializeOwned + 'static, E: WorkflowError>(
         }
     }
     match outcome {
-        Ok(text) => serialization::from_json(&text, Some(PORTABLE_JSON), "a workflow's output")
-            .map_err(E::from),
+        Ok(text) => {
+            serialization::decode(&text, Some(format.tag()), "a workflow's output").map_err(E::from)
+        }
         Err(e) => Err(E::from_portable(e)),
     }
 }
@@ -179,7 +187,7 @@ pub(crate) fn replay_step<T: DeserializeOwned, E: WorkflowError>(
         return Err(E::from_portable(p));
     }
     let text = row.output.as_deref().unwrap_or("null");
-    serialization::from_json(text, tag, "a recorded output").map_err(E::from)
+    serialization::decode(text, tag, "a recorded output").map_err(E::from)
 }
 
 /// A terminal row's outcome; `Err` of the outer result for non-terminal or unreadable rows.

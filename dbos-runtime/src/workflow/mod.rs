@@ -196,6 +196,7 @@ async fn insert_and_run(
             dedup_id: call.enqueue.dedup_id.as_deref(),
             partition: call.enqueue.partition.as_deref(),
             delay_ms: f.delay_ms,
+            serialization: call.format.get().tag(),
         })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {
@@ -328,6 +329,7 @@ pub(crate) fn spawn_execution(
                 Finished {
                     outcome: Err(Error::Panic(msg).to_portable()),
                     typed: None,
+                    format: serialization::Format::Json,
                 }
             }
         };

@@ -45,6 +45,8 @@ pub struct TxOptions {
     /// A read-only transaction: `READ ONLY` on Postgres, a reader connection on SQLite (it does
     /// not wait for the writer). Its result is still recorded in a workflow, after it ends.
     pub read_only: bool,
+    /// How the transaction's output is stored: `#[transaction(serialization = "bincode")]`.
+    pub format: crate::serialization::Format,
 }
 
 /// A database transaction on the application database, opened by the runtime for a

@@ -67,6 +67,7 @@ impl Tx {
             dedup_id: call.enqueue.dedup_id.as_deref(),
             partition: call.enqueue.partition.as_deref(),
             delay_ms: f.delay_ms,
+            serialization: call.format.get().tag(),
         };
         let (sql, params) = rt.db().enqueue_statement(&w);
         let mut q = self.query(&sql);
