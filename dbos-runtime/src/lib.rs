@@ -63,6 +63,7 @@ mod messages;
 mod metrics;
 mod notify;
 mod operation;
+pub mod otel;
 mod queue;
 mod recovery;
 mod registry;

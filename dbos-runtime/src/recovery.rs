@@ -60,6 +60,7 @@ pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
                 recorded,
                 true,
                 c.deadline_ms,
+                c.attributes.as_deref(),
             ));
         }
         Err(e) => {

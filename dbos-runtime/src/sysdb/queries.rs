@@ -85,7 +85,8 @@ fn dequeue(p: &str, pg: bool, partition: bool) -> String {
         format!(
             "RETURNING {w}workflow_uuid, {w}name, {w}inputs, {w}serialization, \
              {w}recovery_attempts, {w}workflow_deadline_epoch_ms, {w}priority, {w}created_at, \
-             EXISTS (SELECT 1 FROM {p}operation_outputs o WHERE o.workflow_uuid = {w}workflow_uuid)"
+             EXISTS (SELECT 1 FROM {p}operation_outputs o WHERE o.workflow_uuid = {w}workflow_uuid), \
+             CAST({w}attributes AS TEXT)"
         )
     };
     if pg {
@@ -148,14 +149,16 @@ fn complete_workflow(p: &str, pg: bool, me: &str) -> String {
 impl Queries {
     pub(super) fn new(p: &str, pg: bool, me: &str) -> Queries {
         let guard = cancel_guard(p, me);
+        // JSONB on Postgres, TEXT on SQLite.
+        let attributes = if pg { "CAST($21 AS JSONB)" } else { "$21" };
         let insert_workflow = format!(
                 "INSERT INTO {p}workflow_status (workflow_uuid, status, name, inputs, executor_id, \
                  application_version, application_name, owner_xid, parent_workflow_id, queue_name, \
                  recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority, \
                  workflow_timeout_ms, workflow_deadline_epoch_ms, deduplication_id, queue_partition_key, \
-                 delay_until_epoch_ms) \
+                 delay_until_epoch_ms, attributes) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $20, $12, $12, $13, $16, $14, $15, \
-                 $17, $18, $19) \
+                 $17, $18, $19, {attributes}) \
                  ON CONFLICT (workflow_uuid) DO UPDATE SET updated_at = EXCLUDED.updated_at \
                  RETURNING status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms"
             );

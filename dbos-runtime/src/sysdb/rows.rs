@@ -30,6 +30,8 @@ pub(crate) struct NewWorkflow<'a> {
     pub delay_ms: Option<i64>,
     /// The `serialization` tag of `inputs` (and of the output written at the end).
     pub serialization: &'a str,
+    /// `attributes`: the trace context it was started under (see `otel`), if any.
+    pub attributes: Option<&'a str>,
 }
 
 /// What the start upsert found: our own new row or the existing one.
@@ -82,6 +84,8 @@ pub(crate) struct Claimed {
     pub order: (i32, i64),
     /// It has recorded operations (to load before resuming it).
     pub has_steps: bool,
+    /// Its `attributes` (the trace context it was started under), as JSON text.
+    pub attributes: Option<String>,
 }
 
 /// A workflow's terminal outcome, serialized.
@@ -134,6 +138,7 @@ where
         deadline_ms: r.try_get::<Option<i64>, _>(5).map_err(e())?,
         order: (r.try_get(6).map_err(e())?, r.try_get(7).map_err(e())?),
         has_steps: r.try_get(8).map_err(e())?,
+        attributes: r.try_get(9).map_err(e())?,
     })
 }
 

@@ -49,6 +49,7 @@ impl SysDb {
                 .bind(w.partition)
                 .bind(delay_until)
                 .bind(w.serialization)
+                .bind(w.attributes)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(|e| match (super::unique_violation(&e), queue, w.dedup_id) {
@@ -94,6 +95,7 @@ impl SysDb {
             w.partition.into(),
             delay_until.into(),
             w.serialization.into(),
+            w.attributes.into(),
         ];
         (self.q.enqueue_workflow.clone(), params)
     }

@@ -177,6 +177,7 @@ async fn insert_and_run(
     let f = Fields::of(&call)?;
     let inputs = call.inputs?;
     let owner = uuid::Uuid::new_v4().to_string();
+    let attributes = crate::otel::current_attributes();
     let row = rt
         .db()
         .insert_workflow(&NewWorkflow {
@@ -197,6 +198,7 @@ async fn insert_and_run(
             partition: call.enqueue.partition.as_deref(),
             delay_ms: f.delay_ms,
             serialization: call.format.get().tag(),
+            attributes: attributes.as_deref(),
         })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {
@@ -212,6 +214,7 @@ async fn insert_and_run(
             Vec::new(),
             false,
             row.deadline_ms,
+            None,
         )));
     }
     let existing = row.name.as_deref().unwrap_or("");
@@ -282,6 +285,7 @@ pub(crate) fn spawn_execution(
     recorded: Vec<StepRow>,
     resumed: bool,
     deadline_ms: Option<i64>,
+    trace: Option<&str>,
 ) -> Local {
     let (tx, rx) = oneshot::channel();
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed, deadline_ms));
@@ -303,6 +307,8 @@ pub(crate) fn spawn_execution(
         operationName = %name,
         resumed
     );
+    // Claimed off a queue or recovered: continue the trace it was started under.
+    crate::otel::continue_trace(&span, trace);
     let task = rt.spawn(tracing::Instrument::instrument(async move {
         let rt = rt2;
         // An earlier execution that was still here may have recorded operations after this

@@ -54,6 +54,7 @@ impl Tx {
         let f = Fields::of(&call)?;
         let inputs = call.inputs?;
         let owner = uuid::Uuid::new_v4().to_string();
+        let attributes = crate::otel::current_attributes();
         let w = NewWorkflow {
             id: &id,
             name: call.name,
@@ -68,6 +69,7 @@ impl Tx {
             partition: call.enqueue.partition.as_deref(),
             delay_ms: f.delay_ms,
             serialization: call.format.get().tag(),
+            attributes: attributes.as_deref(),
         };
         let (sql, params) = rt.db().enqueue_statement(&w);
         let mut q = self.query(&sql);
