@@ -6,7 +6,7 @@ use crate::queue::INTERNAL_QUEUE;
 use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
 use crate::sysdb::{Claimed, Outcome};
-use crate::workflow::spawn_execution;
+use crate::workflow::{spawn_execution, Resumed};
 
 /// Moves this executor's unfinished workflows (of this version) to the queue.
 pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
@@ -57,10 +57,12 @@ pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
                 &name,
                 c.id,
                 call.body,
-                recorded,
-                true,
-                c.deadline_ms,
-                c.attributes.as_deref(),
+                Resumed {
+                    recorded,
+                    resumed: true,
+                    deadline_ms: c.deadline_ms,
+                    trace: c.attributes.as_deref(),
+                },
             ));
         }
         Err(e) => {

@@ -18,6 +18,9 @@ use tracing_subscriber::layer::SubscriberExt;
 
 const T: Duration = Duration::from_secs(15);
 
+#[path = "../src/otel_crash.rs"]
+mod otel_crash;
+
 /// The in-memory exporter behind this test binary's global subscriber.
 fn exporter() -> &'static InMemorySpanExporter {
     static E: OnceLock<InMemorySpanExporter> = OnceLock::new();
@@ -282,4 +285,56 @@ async fn the_otlp_exporter_posts_spans_to_the_configured_endpoint() {
         text.contains("otel-export-test"),
         "the service name from OTEL_SERVICE_NAME"
     );
+}
+
+both_backends! {
+    async fn a_workflow_recovered_after_a_sigkill_continues_the_trace_of_the_killed_process(db: TestDb) {
+        exporter();
+        let id = format!("otel-crash-{:?}", db.backend);
+        // Bootstrap the schema here, so the worker's launch does not race a second creator.
+        let rt = within("launch", Runtime::launch(db.config("otel-crash"))).await.expect("launch");
+        rt.shutdown().await;
+        let mut worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker_otel"))
+            .env("DB_URL", &db.url)
+            .env("WORKFLOW_ID", &id)
+            .env("OTEL_WORKER_BLOCK", "1")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the worker");
+        let stdout = worker.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout);
+        let mut line = String::new();
+        within("the worker's trace", tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)).await.expect("read");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"TRACE"), "{line}");
+        let (trace_id, request_id) = (words[1].to_owned(), words[2].to_owned());
+        let x = db.inspect().await;
+        let s = db.sys();
+        eventually(T, "the worker recorded the first step", || async {
+            x.scalar(&format!("SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid = '{id}'")).await == 1
+        })
+        .await;
+        worker.start_kill().expect("SIGKILL");
+        worker.wait().await.expect("reaped");
+
+        // The same executor and version come back in this process and recover it.
+        let config = db.config("otel-crash").with_version("otel-crash-1").with_executor_id("otel-crash");
+        let rt = within("relaunch", Runtime::launch(config)).await.expect("relaunch");
+        let out = within("recovered", rt.scope(async {
+            DBOS::retrieve_workflow::<u32, Error>(&id).await.expect("retrieve").get_result().await
+        })).await;
+        assert_eq!(out.expect("recovered"), 3);
+        rt.shutdown().await;
+
+        let all = finished();
+        let runs = spans_of(&all, "dbos.workflow", &id);
+        assert_eq!(runs.len(), 1, "this process ran it once: {runs:#?}");
+        assert_eq!(runs[0].span_context.trace_id().to_string(), trace_id, "the killed process's trace continues");
+        assert_eq!(runs[0].parent_span_id.to_string(), request_id, "under the killed process's request span");
+        let steps = spans_of(&all, "dbos.step", &id);
+        assert_eq!(steps.len(), 1, "only the unrecorded step runs here: {steps:#?}");
+        assert_eq!(attr(&steps[0], "operationName").as_deref(), Some("otel_crash_second"));
+        assert_eq!(steps[0].parent_span_id, runs[0].span_context.span_id());
+    }
 }

@@ -211,10 +211,12 @@ async fn insert_and_run(
             call.name,
             id.to_owned(),
             call.body,
-            Vec::new(),
-            false,
-            row.deadline_ms,
-            None,
+            Resumed {
+                recorded: Vec::new(),
+                resumed: false,
+                deadline_ms: row.deadline_ms,
+                trace: None,
+            },
         )));
     }
     let existing = row.name.as_deref().unwrap_or("");
@@ -272,6 +274,16 @@ impl Fields {
     }
 }
 
+/// Where an execution starts from: a fresh start has nothing recorded; a resumed one (claimed
+/// off a queue, recovered) has its records, its deadline and the trace it was started under.
+pub(crate) struct Resumed<'a> {
+    pub recorded: Vec<StepRow>,
+    pub resumed: bool,
+    pub deadline_ms: Option<i64>,
+    /// `workflow_status.attributes`, with the stored trace context (see `otel`).
+    pub trace: Option<&'a str>,
+}
+
 /// Runs a workflow body in its own task under a fresh context; records the outcome.
 ///
 /// With a deadline, a timer in the same task cancels the workflow (and its descendants) when
@@ -282,11 +294,14 @@ pub(crate) fn spawn_execution(
     name: &str,
     id: String,
     body: BoxFuture<'static, Finished>,
-    recorded: Vec<StepRow>,
-    resumed: bool,
-    deadline_ms: Option<i64>,
-    trace: Option<&str>,
+    from: Resumed<'_>,
 ) -> Local {
+    let Resumed {
+        recorded,
+        resumed,
+        deadline_ms,
+        trace,
+    } = from;
     let (tx, rx) = oneshot::channel();
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed, deadline_ms));
     let serial = rt.execution_starts(&id, ctx.cancelled.clone());
