@@ -146,6 +146,16 @@ impl Runtime {
     ) -> Result<Option<V>> {
         context::enter(self, crate::events::get_event(workflow_id, key, timeout)).await
     }
+
+    /// Every value of stream `key` of workflow `workflow_id`, in order, live (see
+    /// [`DBOS::read_stream`]); works on a connected client too.
+    pub fn read_stream<T: DeserializeOwned + Send + 'static>(
+        &self,
+        workflow_id: &str,
+        key: &str,
+    ) -> impl futures_util::Stream<Item = Result<T>> + Send + Unpin + 'static {
+        crate::streams::read_stream(self.clone(), workflow_id, key)
+    }
 }
 
 /// Starts the admin server when one is configured (feature `admin`).
@@ -319,6 +329,54 @@ impl DBOS {
         timeout: Duration,
     ) -> Result<Option<V>> {
         crate::events::get_event(workflow_id, key, timeout).await
+    }
+
+    /// Appends `value` to the calling workflow's stream `key` (portable JSON, at the next
+    /// offset). From a workflow body it is an operation (`DBOS.writeStream`): the value and its
+    /// record commit together and a resumed workflow never writes it twice. From a step it is
+    /// part of the step: a step that runs again writes again.
+    ///
+    /// # Errors
+    /// [`Error::NotInWorkflow`] outside a workflow; [`Error::WorkflowCancelled`] when the
+    /// workflow was cancelled; database errors.
+    pub async fn write_stream<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<()> {
+        crate::streams::write_stream(key, value).await
+    }
+
+    /// Closes the calling workflow's stream `key`: readers end after the values written before.
+    /// Recorded like [`DBOS::write_stream`]. A stream also ends for its readers when its
+    /// workflow stops running, closed or not.
+    ///
+    /// # Errors
+    /// As [`DBOS::write_stream`].
+    pub async fn close_stream(key: &str) -> Result<()> {
+        crate::streams::close_stream(key).await
+    }
+
+    /// Every value of stream `key` of workflow `workflow_id`, in order: what was written so far
+    /// at once, then each new value as it is written (readers wake on the write's notification,
+    /// across processes on Postgres), until the stream is closed or the workflow is no longer
+    /// running and its last value was read. An error (unknown workflow, a value that is not a
+    /// `T`, shutdown) is the stream's last item. Reads are not recorded as operations.
+    ///
+    /// ```no_run
+    /// # use dbos_runtime::prelude::*;
+    /// # async fn f() -> Result<(), Error> {
+    /// use dbos_runtime::StreamExt;
+    /// let mut tokens = DBOS::read_stream::<String>("chat-42", "tokens")?;
+    /// while let Some(token) = tokens.next().await {
+    ///     print!("{}", token?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotLaunched`] without a runtime.
+    pub fn read_stream<T: DeserializeOwned + Send + 'static>(
+        workflow_id: &str,
+        key: &str,
+    ) -> Result<impl futures_util::Stream<Item = Result<T>> + Send + Unpin + 'static> {
+        Ok(context::runtime()?.read_stream(workflow_id, key))
     }
 
     /// Sleeps durably: in a workflow the wake-up time is recorded, so a workflow recovered after

@@ -72,6 +72,7 @@ mod scheduler;
 mod serialization;
 mod sleep;
 mod step;
+mod streams;
 mod sysdb;
 mod transaction;
 mod workflow;
@@ -92,6 +93,9 @@ pub use step::StepOptions;
 pub use sysdb::{FromRow, Numeric, Param, Tx, TxQuery};
 pub use transaction::{Isolation, TxOptions};
 pub use workflow::{WorkflowCall, WorkflowHandle, WorkflowStatus};
+
+/// What [`DBOS::read_stream`] returns, and the combinators to read it (`next`, `map`, …).
+pub use futures_util::{Stream, StreamExt};
 
 /// Re-exported so applications use the same sqlx (for `#[derive(sqlx::FromRow)]`).
 pub use sqlx;

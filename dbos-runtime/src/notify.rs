@@ -160,6 +160,7 @@ impl Notifier {
         match change {
             Change::Message(payload) => self.notify(&format!("m:{payload}")),
             Change::Event(payload) => self.notify(&format!("e:{payload}")),
+            Change::Stream(payload) => self.notify(&format!("s:{payload}")),
             Change::Cancelled(id) => self.notify(&done_key(id)),
             Change::Queue(_) => {}
             Change::Unknown => self.notify_all(),
@@ -258,6 +259,10 @@ pub(crate) fn message_key(workflow: &str, topic: &str) -> String {
 
 pub(crate) fn event_key(workflow: &str, key: &str) -> String {
     format!("e:{workflow}::{key}")
+}
+
+pub(crate) fn stream_key(workflow: &str, key: &str) -> String {
+    format!("s:{workflow}::{key}")
 }
 
 pub(crate) fn done_key(workflow: &str) -> String {

@@ -22,6 +22,7 @@ mod queues;
 mod rows;
 mod sqlite;
 mod sqlite_writer;
+mod streams;
 mod transactions;
 mod tx;
 mod workflows;
@@ -32,6 +33,7 @@ pub(crate) use messages::NULL_TOPIC;
 pub(crate) use queries::QUEUE_CHANNEL;
 pub(crate) use queues::QueueLimits;
 pub(crate) use rows::{Claimed, NewWorkflow, Outcome, StepRow, StepWrite, WorkflowRow};
+pub(crate) use streams::StreamValue;
 pub use tx::{FromRow, Isolation, Numeric, Param, Tx, TxOptions, TxQuery};
 
 use crate::config::{DatabaseUrl, DbosConfig};
@@ -66,6 +68,8 @@ pub(crate) enum Change<'a> {
     Message(&'a str),
     /// Event `<workflow>::<key>` was set.
     Event(&'a str),
+    /// Stream `<workflow>::<key>` has a new value.
+    Stream(&'a str),
     /// Workflow `<workflow>` was cancelled (by our API in another process).
     Cancelled(&'a str),
     /// Queue `<queue>` has new work, or a free slot (another process enqueued or finished).

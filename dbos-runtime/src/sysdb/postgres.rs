@@ -11,7 +11,7 @@ use std::time::Duration;
 const DDL: &str = include_str!("postgres.sql");
 pub(crate) const NOTIFICATIONS_CHANNEL: &str = "dbos_notifications_channel";
 pub(crate) const EVENTS_CHANNEL: &str = "dbos_workflow_events_channel";
-const STREAMS_CHANNEL: &str = "dbos_streams_channel";
+pub(crate) const STREAMS_CHANNEL: &str = "dbos_streams_channel";
 /// Ours (DBOS has none): the payload is a workflow ID just cancelled, so a process running it
 /// stops it at once instead of at its next checkpoint write.
 pub(crate) const CANCEL_CHANNEL: &str = "dbos_workflow_cancel_channel";
@@ -220,6 +220,7 @@ impl PgDb {
                     Ok(Some(n)) => match n.channel() {
                         NOTIFICATIONS_CHANNEL => on_change(Change::Message(n.payload())),
                         EVENTS_CHANNEL => on_change(Change::Event(n.payload())),
+                        STREAMS_CHANNEL => on_change(Change::Stream(n.payload())),
                         CANCEL_CHANNEL => on_change(Change::Cancelled(n.payload())),
                         super::QUEUE_CHANNEL => on_change(Change::Queue(n.payload())),
                         _ => {}

@@ -1,5 +1,6 @@
 //! [`Queries`]: the system database's statements, formatted once for a schema prefix.
 
+use super::postgres::STREAMS_CHANNEL;
 use crate::queue::INTERNAL_QUEUE;
 use crate::serialization::PORTABLE_JSON;
 
@@ -33,6 +34,13 @@ pub(super) struct Queries {
     pub(super) set_event: String,
     pub(super) set_event_history: String,
     pub(super) get_event: String,
+    /// Appends a stream value (`$1` workflow, `$2` function ID, `$3` key, `$4` value, `$5`
+    /// serialization); on Postgres it also notifies readers (`$6` payload), delivered at commit.
+    pub(super) write_stream: String,
+    /// Postgres, from a workflow body: the append (`$11`…`$14`: key, value, serialization,
+    /// payload) and the marker row (`record_step`'s `$1`…`$10`) in one statement.
+    pub(super) write_stream_marked: String,
+    pub(super) read_stream: String,
 }
 
 /// The `function_name` of a step write, `$3`, or NULL when workflow `$1` is no longer this
@@ -107,6 +115,23 @@ fn dequeue(p: &str, pg: bool, partition: bool) -> String {
     }
 }
 
+/// The append of a stream value at the next offset, its parameters numbered from `$first`
+/// (key, value, serialization, and on Postgres the NOTIFY payload; `$1` and `$2` are the
+/// workflow and function ID). On Postgres it notifies `dbos_streams_channel` per row inserted.
+fn stream_insert(p: &str, pg: bool, first: u32) -> String {
+    let (key, value, ser, payload) = (first, first + 1, first + 2, first + 3);
+    let notify = if pg {
+        format!(" RETURNING pg_notify('{STREAMS_CHANNEL}', ${payload})")
+    } else {
+        String::new()
+    };
+    format!(
+        "INSERT INTO {p}streams (workflow_uuid, function_id, key, value, serialization, \"offset\") \
+         SELECT $1, $2, ${key}, ${value}, ${ser}, COALESCE((SELECT MAX(\"offset\") FROM {p}streams \
+         WHERE workflow_uuid = $1 AND key = ${key}), -1) + 1{notify}"
+    )
+}
+
 /// What a queue's limits are measured against: its running workflows (all, and this
 /// executor's: `$2`), and the starts in the rate limiter's window (since `$3`), with the
 /// oldest of those (when the window next frees a slot). Optionally only partition `$4`.
@@ -170,6 +195,14 @@ impl Queries {
         } else {
             insert_workflow.clone()
         };
+        let record_step = format!(
+                "INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+                 child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
+                 VALUES ($1, $2, {guard}, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
+                 SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
+                 RETURNING completed_at_epoch_ms, function_name, child_workflow_id"
+            );
         Queries {
             enqueue_workflow,
             insert_workflow,
@@ -178,14 +211,7 @@ impl Queries {
                 "SELECT status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms \
                  FROM {p}workflow_status WHERE workflow_uuid = $1"
             ),
-            record_step: format!(
-                "INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
-                 child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
-                 VALUES ($1, $2, {guard}, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
-                 SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
-                 RETURNING completed_at_epoch_ms, function_name, child_workflow_id"
-            ),
+            record_step: record_step.clone(),
             load_steps: format!(
                 "SELECT function_id, function_name, output, error, child_workflow_id, serialization \
                  FROM {p}operation_outputs WHERE workflow_uuid = $1"
@@ -255,6 +281,16 @@ impl Queries {
                 "INSERT INTO {p}workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
                  VALUES ($1, $2, $3, $4, '{PORTABLE_JSON}') ON CONFLICT (workflow_uuid, function_id, key) \
                  DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization"
+            ),
+            write_stream: stream_insert(p, pg, 3),
+            write_stream_marked: format!(
+                "WITH s AS ({}) {record_step}",
+                stream_insert(p, pg, 11)
+            ),
+            read_stream: format!(
+                "SELECT \"offset\", value, serialization FROM {p}streams \
+                 WHERE workflow_uuid = $1 AND key = $2 AND \"offset\" >= $3 \
+                 ORDER BY \"offset\" LIMIT $4"
             ),
             get_event: format!(
                 "SELECT value, serialization FROM {p}workflow_events WHERE workflow_uuid = $1 AND key = $2"
