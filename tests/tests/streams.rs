@@ -12,7 +12,8 @@ use std::future::IntoFuture;
 #[path = "../src/stream_writer.rs"]
 mod stream_writer;
 
-const T: Duration = Duration::from_secs(60);
+/// The longest a wait may take: ten thousand recorded writes take about 20 s in a debug build.
+const T: Duration = Duration::from_secs(100);
 
 fn config(db: &TestDb) -> DbosConfig {
     db.config("stream-tests")

@@ -1,6 +1,6 @@
 //! Compile-time behaviour of the macros: every misuse in `ui/fail` is an error on the user's
 //! tokens (checked against its `.stderr`), and every tricky-but-valid case in `ui/pass` builds.
-//! Regenerate snapshots with `TRYBUILD=overwrite cargo test -p dbos-tests --test ui`, then read
+//! Regenerate snapshots with `TRYBUILD=overwrite cargo test -p dbos-ui-tests`, then read
 //! the diff: each error must point at the right token and say how to fix it.
 
 #[test]
