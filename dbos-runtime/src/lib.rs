@@ -54,6 +54,7 @@ mod cancel;
 mod config;
 mod context;
 mod dbos;
+mod debounce;
 mod dispatch;
 mod error;
 mod events;
@@ -80,6 +81,7 @@ mod workflow;
 pub use config::{DbosConfig, Secret};
 pub use dbos::DBOS;
 pub use dbos_macros::{queue, scheduled, step, transaction, workflow};
+pub use debounce::Debouncer;
 pub use error::{Error, PortableError, Result, WorkflowError};
 pub use manage::{ForkOptions, StepInfo, WorkflowFilter, WorkflowInfo};
 pub use metrics::MetricsSnapshot;
@@ -103,8 +105,8 @@ pub use sqlx;
 /// Everything a user of the macros needs in one import.
 pub mod prelude {
     pub use crate::{
-        queue, scheduled, step, transaction, workflow, DbosConfig, Error, Queue, Tx, WorkflowCall,
-        WorkflowHandle, DBOS,
+        queue, scheduled, step, transaction, workflow, DbosConfig, Debouncer, Error, Queue, Tx,
+        WorkflowCall, WorkflowHandle, DBOS,
     };
     pub use chrono::{DateTime, Utc};
     pub use std::time::Duration;

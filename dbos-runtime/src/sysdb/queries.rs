@@ -41,6 +41,10 @@ pub(super) struct Queries {
     /// payload) and the marker row (`record_step`'s `$1`…`$10`) in one statement.
     pub(super) write_stream_marked: String,
     pub(super) read_stream: String,
+    /// A debounce's bounce: the `DELAYED` debounced workflow `$1` on queue `$2` with
+    /// deduplication ID `$3` takes inputs `$5` (`$6` their tag) and waits until `$4`, capped
+    /// at its deadline. Returns its ID.
+    pub(super) bounce: String,
 }
 
 /// The `function_name` of a step write, `$3`, or NULL when workflow `$1` is no longer this
@@ -181,9 +185,9 @@ impl Queries {
                  application_version, application_name, owner_xid, parent_workflow_id, queue_name, \
                  recovery_attempts, serialization, created_at, updated_at, started_at_epoch_ms, priority, \
                  workflow_timeout_ms, workflow_deadline_epoch_ms, deduplication_id, queue_partition_key, \
-                 delay_until_epoch_ms, attributes) \
+                 delay_until_epoch_ms, attributes, is_debounced, debounce_deadline_epoch_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $20, $12, $12, $13, $16, $14, $15, \
-                 $17, $18, $19, {attributes}) \
+                 $17, $18, $19, {attributes}, $22, $23) \
                  ON CONFLICT (workflow_uuid) DO UPDATE SET updated_at = EXCLUDED.updated_at \
                  RETURNING status, name, owner_xid, output, error, serialization, workflow_deadline_epoch_ms"
             );
@@ -245,7 +249,8 @@ impl Queries {
                  AND (application_name = $1 OR application_name IS NULL)"
             ),
             promote_delayed: format!(
-                "UPDATE {p}workflow_status SET status = 'ENQUEUED', updated_at = $1 \
+                "UPDATE {p}workflow_status SET status = 'ENQUEUED', updated_at = $1, \
+                 deduplication_id = CASE WHEN is_debounced THEN NULL ELSE deduplication_id END \
                  WHERE status = 'DELAYED' AND delay_until_epoch_ms <= $1 \
                  AND (application_name = $2 OR application_name IS NULL)"
             ),
@@ -286,6 +291,13 @@ impl Queries {
             write_stream_marked: format!(
                 "WITH s AS ({}) {record_step}",
                 stream_insert(p, pg, 11)
+            ),
+            bounce: format!(
+                "UPDATE {p}workflow_status SET delay_until_epoch_ms = CASE \
+                 WHEN debounce_deadline_epoch_ms IS NOT NULL AND debounce_deadline_epoch_ms < $4 \
+                 THEN debounce_deadline_epoch_ms ELSE $4 END, inputs = $5, serialization = $6, updated_at = $7 \
+                 WHERE name = $1 AND queue_name = $2 AND deduplication_id = $3 AND status = 'DELAYED' \
+                 AND is_debounced = TRUE RETURNING workflow_uuid"
             ),
             read_stream: format!(
                 "SELECT \"offset\", value, serialization FROM {p}streams \

@@ -32,6 +32,8 @@ pub(crate) struct NewWorkflow<'a> {
     pub serialization: &'a str,
     /// `attributes`: the trace context it was started under (see `otel`), if any.
     pub attributes: Option<&'a str>,
+    /// `is_debounced`, and `debounce_deadline_epoch_ms` (see `Debouncer`).
+    pub debounce: Option<Option<i64>>,
 }
 
 /// What the start upsert found: our own new row or the existing one.

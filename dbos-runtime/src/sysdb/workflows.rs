@@ -50,6 +50,8 @@ impl SysDb {
                 .bind(delay_until)
                 .bind(w.serialization)
                 .bind(w.attributes)
+                .bind(w.debounce.is_some())
+                .bind(w.debounce.flatten())
                 .fetch_all(&mut *p)
                 .await
                 .map_err(|e| match (super::unique_violation(&e), queue, w.dedup_id) {
@@ -96,6 +98,8 @@ impl SysDb {
             delay_until.into(),
             w.serialization.into(),
             w.attributes.into(),
+            w.debounce.is_some().into(),
+            w.debounce.flatten().into(),
         ];
         (self.q.enqueue_workflow.clone(), params)
     }
@@ -256,5 +260,34 @@ fn enqueued_status(delay_ms: Option<i64>, now: i64) -> (&'static str, Option<i64
     match delay_ms {
         Some(d) if d > 0 => ("DELAYED", Some(now.saturating_add(d))),
         _ => ("ENQUEUED", None),
+    }
+}
+
+impl SysDb {
+    /// A debounce's bounce (see `Queries::bounce`): the waiting debounced workflow, if there
+    /// is one, takes the new inputs and waits until `delay_until_ms` (capped at its deadline).
+    pub(crate) async fn bounce(
+        &self,
+        name: &str,
+        queue: &str,
+        dedup_id: &str,
+        delay_until_ms: i64,
+        inputs: &str,
+        serialization: &str,
+    ) -> Result<Option<String>> {
+        self.metrics.add_commit();
+        on_writer!(&self.sys, |p| {
+            sqlx::query_scalar::<_, String>(&self.q.bounce)
+                .bind(name)
+                .bind(queue)
+                .bind(dedup_id)
+                .bind(delay_until_ms)
+                .bind(inputs)
+                .bind(serialization)
+                .bind(now_ms())
+                .fetch_optional(&mut *p)
+                .await
+                .map_err(Error::db("debouncing a workflow"))
+        })
     }
 }
