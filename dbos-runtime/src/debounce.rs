@@ -14,12 +14,13 @@ use crate::context::{self, Position};
 use crate::error::{Error, Result, WorkflowError};
 use crate::queue::{Queue, INTERNAL_QUEUE};
 use crate::runtime::Runtime;
-use crate::sysdb::now_ms;
+use crate::sysdb::{now_ms, NewWorkflow};
 use crate::workflow::{WorkflowCall, WorkflowHandle};
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 
-/// Bounces of a trigger that lost the race to create the window to a concurrent trigger.
+/// Attempts of a trigger that finds the key held (a concurrent trigger opening the window, or
+/// a window starting its workflow right then).
 const RACE_RETRIES: u32 = 20;
 
 /// Starts one workflow per burst of triggers with the same key (see the module docs).
@@ -143,50 +144,86 @@ impl Runtime {
         };
         let name = call.name();
         let dedup = format!("{name}-{key}");
-        let Some((inputs, tag)) = call.stored_inputs() else {
-            // Its arguments cannot be encoded: the start says why.
-            return context::enter(self, crate::workflow::start_on(call, queue)).await;
-        };
+        let call = call.erase();
+        let inputs = call.inputs?;
+        let tag = call.format.get().tag();
+        let timeout = crate::workflow::timeout_ms(call.timeout)?;
+        if let Some(id) = &call.id {
+            crate::workflow::validate_id(id)?;
+        }
         let start = now_ms();
         let deadline = timeout_ms.map(|t| start.saturating_add(t));
         let due = |now: i64| {
             let due = now.saturating_add(period_ms);
             deadline.map_or(due, |d| due.min(d).max(now + 1))
         };
-        let bounce = || async {
-            let id = self
+        let attributes = crate::otel::current_attributes();
+        let mut refused = None;
+        for attempt in 0..RACE_RETRIES {
+            // The open window, if there is one, takes this trigger.
+            let bounced = self
                 .db()
                 .bounce(name, queue, &dedup, due(now_ms()), &inputs, tag)
                 .await?;
-            if id.is_some() {
+            if let Some(id) = bounced {
                 // Its due time moved: the dispatcher's timer must look again.
                 self.wake_dispatcher();
+                return self.retrieve_workflow(&id).await;
             }
-            Ok::<_, Error>(id)
-        };
-        if let Some(id) = bounce().await? {
-            return self.retrieve_workflow(&id).await;
-        }
-        let now = now_ms();
-        let delay = Duration::from_millis(u64::try_from(due(now) - now).unwrap_or(1).max(1));
-        let call = call
-            .with_dedup_id(dedup.clone())
-            .with_delay(delay)
-            .debounced(deadline);
-        let enqueued = context::enter(self, crate::workflow::start_on(call, queue)).await;
-        match enqueued {
-            Err(refused @ Error::QueueDeduplicated { .. }) => {
-                // Another trigger opened the window first: join it. (A key held by a
-                // workflow that is not debounced never bounces: then the refusal stands.)
-                for attempt in 0..RACE_RETRIES {
-                    if let Some(id) = bounce().await? {
-                        return self.retrieve_workflow(&id).await;
+            // Otherwise this trigger opens one. A concurrent trigger may open it first (the
+            // deduplication index refuses this one; then bounce into it), or the window may
+            // just have started its workflow (then the next attempt opens a new one).
+            let id = call
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let owner = uuid::Uuid::new_v4().to_string();
+            let now = now_ms();
+            let inserted = self
+                .db()
+                .insert_workflow(&NewWorkflow {
+                    id: &id,
+                    name,
+                    inputs: &inputs,
+                    owner_xid: &owner,
+                    parent_id: None,
+                    queue: Some(queue),
+                    timeout_ms: timeout,
+                    deadline_ms: None,
+                    priority: 0,
+                    dedup_id: Some(&dedup),
+                    partition: None,
+                    delay_ms: Some((due(now) - now).max(1)),
+                    serialization: tag,
+                    attributes: attributes.as_deref(),
+                    debounce: Some(deadline),
+                })
+                .await;
+            match inserted {
+                Ok(row) => {
+                    if row.owner_xid.as_deref() == Some(owner.as_str()) {
+                        self.wake_dispatcher();
+                    } else if row.name.as_deref() != Some(name) {
+                        return Err(Error::WorkflowConflict {
+                            id,
+                            existing: row.name.unwrap_or_default(),
+                            requested: name.to_owned(),
+                        });
                     }
+                    return self.retrieve_workflow(&id).await;
+                }
+                Err(e @ Error::QueueDeduplicated { .. }) => {
+                    refused = Some(e);
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt) + 1)).await;
                 }
-                Err(refused)
+                Err(e) => return Err(e),
             }
-            other => other,
         }
+        // The key stayed held by a workflow that is not a debounced one.
+        Err(refused.unwrap_or_else(|| Error::QueueDeduplicated {
+            queue: queue.to_owned(),
+            deduplication_id: dedup,
+            workflow_id: String::new(),
+        }))
     }
 }

@@ -201,9 +201,6 @@ pub(crate) struct EnqueueOptions {
     pub dedup_id: Option<String>,
     pub partition: Option<String>,
     pub delay: Option<Duration>,
-    /// Set by a [`crate::Debouncer`]: the row is marked debounced (its deduplication ID is
-    /// freed when it leaves `DELAYED`), with this hard deadline (epoch ms), if any.
-    pub debounce: Option<Option<i64>>,
 }
 
 impl EnqueueOptions {
@@ -212,6 +209,5 @@ impl EnqueueOptions {
             && self.dedup_id.is_none()
             && self.partition.is_none()
             && self.delay.is_none()
-            && self.debounce.is_none()
     }
 }

@@ -395,11 +395,16 @@ impl Inputs {
                     .map_err(|e| Error::BadInputs(format!("argument {position}: {e}")))
             }
             Args::Bincode { bytes, at } => {
-                if *at >= bytes.len() {
-                    return Err(missing());
-                }
-                let (value, used) = binary::from_bytes(&bytes[*at..], "workflow inputs")
-                    .map_err(|e| Error::BadInputs(format!("argument {position}: {e}")))?;
+                // An argument may take no bytes at all (`()`, a unit struct): decode even at
+                // the end, and call a failure there a missing argument.
+                let rest = bytes.get(*at..).unwrap_or_default();
+                let (value, used) = binary::from_bytes(rest, "workflow inputs").map_err(|e| {
+                    if rest.is_empty() {
+                        missing()
+                    } else {
+                        Error::BadInputs(format!("argument {position}: {e}"))
+                    }
+                })?;
                 *at += used;
                 Ok(value)
             }
@@ -508,6 +513,16 @@ mod tests {
         inputs.finish().unwrap();
         short.next::<i32>().unwrap();
         assert!(matches!(short.finish(), Err(Error::BadInputs(_))));
+
+        // Arguments that encode to no bytes at all still decode, at the end too.
+        let mut enc = ArgsEncoder::with_format(Format::Bincode);
+        enc.push(&5_u8);
+        enc.push(&());
+        let text = enc.finish().unwrap();
+        let mut unit = Inputs::parse(Some(&text), Some(RUST_BINCODE)).unwrap();
+        assert_eq!(unit.next::<u8>().unwrap(), 5);
+        unit.next::<()>().unwrap();
+        unit.finish().unwrap();
 
         let text = encode(Format::Bincode, &(7_u64, "x"), "a value").unwrap();
         let back: (u64, String) = decode(&text, Some(RUST_BINCODE), "a value").unwrap();

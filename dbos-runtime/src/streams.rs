@@ -132,7 +132,11 @@ impl Reader {
     async fn next_value(&mut self) -> Result<Option<(String, Option<String>)>> {
         loop {
             if let Some((offset, text, tag)) = self.buffered.pop_front() {
-                self.next = offset + 1;
+                self.next = offset.checked_add(1).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "stream offset {offset} is the largest there is"
+                    ))
+                })?;
                 if is_closed(&text, tag.as_deref()) {
                     return Ok(None);
                 }
@@ -150,9 +154,15 @@ impl Reader {
         let waiter = notifier.waiter(stream_key(&self.workflow_id, &self.key));
         loop {
             let found = waiter
-                .until(Instant::now() + RECHECK, || self.read())
+                .until(Instant::now() + RECHECK, || self.read(true))
                 .await?;
             if let Some(values) = found {
+                self.buffered = values.into();
+                return Ok(true);
+            }
+            // Values past a gap that has lasted a whole re-check are not a write in flight
+            // (a fork copies only some rows, concurrent steps interleave): skip the gap.
+            if let Some(values) = self.read(false).await? {
                 self.buffered = values.into();
                 return Ok(true);
             }
@@ -162,7 +172,7 @@ impl Reader {
             };
             if !matches!(row.status.as_str(), "PENDING" | "ENQUEUED" | "DELAYED") {
                 // The writer stopped: what it wrote before that is all there is.
-                return match self.read().await? {
+                return match self.read(false).await? {
                     Some(values) => {
                         self.buffered = values.into();
                         Ok(true)
@@ -173,20 +183,27 @@ impl Reader {
         }
     }
 
-    /// The contiguous values from `next` on, or `None` when there are none yet.
-    async fn read(&self) -> Result<Option<Vec<StreamValue>>> {
+    /// The values from `next` on (only the contiguous ones when `contiguous`), or `None`
+    /// when there are none yet.
+    async fn read(&self, contiguous: bool) -> Result<Option<Vec<StreamValue>>> {
         let mut values = self
             .rt
             .db()
             .read_stream(&self.workflow_id, &self.key, self.next, BATCH)
             .await?;
-        // Offsets are dense; a gap would be a write not yet committed: stop before it.
-        let contiguous = values
-            .iter()
-            .zip(self.next..)
-            .take_while(|((offset, _, _), want)| offset == want)
-            .count();
-        values.truncate(contiguous);
+        if contiguous {
+            // Offsets are dense; a gap is usually a write not yet committed: stop before it.
+            let mut want = Some(self.next);
+            let dense = values
+                .iter()
+                .take_while(|(offset, _, _)| {
+                    let ok = want == Some(*offset);
+                    want = offset.checked_add(1);
+                    ok
+                })
+                .count();
+            values.truncate(dense);
+        }
         Ok((!values.is_empty()).then_some(values))
     }
 }

@@ -17,7 +17,7 @@
 use crate::error::{Error, WorkflowError};
 use crate::operation::{self, Begun, Operation, Site};
 use crate::runtime::Runtime;
-use crate::serialization::{self, PORTABLE_JSON};
+use crate::serialization::{self, Format, PORTABLE_JSON};
 pub use crate::sysdb::{Isolation, TxOptions};
 use crate::sysdb::{StepRow, StepWrite, Tx};
 use crate::workflow::{panic_message, replay_step, BoxFuture};
@@ -392,16 +392,36 @@ impl Op<'_> {
                 current: self.op.name().to_owned(),
             });
         }
+        // `transaction_outputs` has no tag: the output is in this function's format, unless
+        // the format changed since it was written; then it reads in the other one.
+        let tag = match (&output, &error) {
+            (Some(text), None) => {
+                let mine = self.opts.format;
+                let other = match mine {
+                    Format::Json => Format::Bincode,
+                    Format::Bincode => Format::Json,
+                };
+                let reads = |f: Format| f.decode::<T>(text).is_ok();
+                if !reads(mine) && reads(other) {
+                    other.tag()
+                } else {
+                    mine.tag()
+                }
+            }
+            _ => PORTABLE_JSON,
+        };
         let written = self
             .op
             .rt()
             .db()
-            .record_step(&self.write(output.as_deref(), error.as_deref()))
+            .record_step(
+                &self
+                    .op
+                    .write(output.as_deref(), error.as_deref(), Some(tag)),
+            )
             .await;
         self.op.settle(written)?;
-        // `transaction_outputs` has no tag: it was written by this function, in its format.
-        let tag = self.write(None, error.as_deref()).serialization;
-        let serialization = tag.map(str::to_owned);
+        let serialization = Some(tag.to_owned());
         Ok(replay_step(&StepRow {
             function_id: self.op.position(),
             function_name: recorded,

@@ -161,6 +161,14 @@ both_backends! {
         static UNDECLARED: Queue = Queue::new("never-declared");
         let undeclared = a.debounce(&Debouncer::new().on_queue(&UNDECLARED), "z", period, summarize(key.clone(), 1)).await;
         assert!(matches!(undeclared, Err(Error::UnknownQueue(_))), "{undeclared:?}");
+        // A key held by a workflow that is not debounced stays refused.
+        let holder = a
+            .enqueue(&DEBOUNCED, summarize(key.clone(), 1).with_dedup_id("debounce::summarize-held").with_delay(Duration::from_secs(30)))
+            .await
+            .expect("a plain deduplicated enqueue");
+        let held = a.debounce(&Debouncer::new().on_queue(&DEBOUNCED), "held", period, summarize(key.clone(), 2)).await;
+        assert!(matches!(held, Err(Error::QueueDeduplicated { .. })), "{held:?}");
+        a.cancel_workflow(holder.workflow_id()).await.expect("cancel the holder");
         a.shutdown().await;
         b.shutdown().await;
     }

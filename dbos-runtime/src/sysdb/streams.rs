@@ -44,7 +44,9 @@ impl SysDb {
                 // Postgres: the append, its NOTIFY and the marker in one statement; in a
                 // transaction, so a marker that finds a recorded one rolls the append back.
                 (Backend::Postgres(_), Some(s)) => {
-                    in_write_tx!(&self.sys, "writing to a stream", |t| {
+                    // (The bodies are async blocks so that `?` ends the body, not this
+                    // function: an offset race must reach the retry below.)
+                    in_write_tx!(&self.sys, "writing to a stream", |t| async {
                         let row = bind_step(&self.q.write_stream_marked, s, &self.app_name)
                             .bind(key)
                             .bind(value)
@@ -64,7 +66,8 @@ impl SysDb {
                             row.try_get(0)
                                 .map_err(Error::db("recording a stream write"))?,
                         )
-                    })
+                    }
+                    .await)
                 }
                 // Postgres, from a step: one autocommit statement.
                 (Backend::Postgres(_), None) => on_writer!(&self.sys, |p| {
@@ -81,7 +84,7 @@ impl SysDb {
                         .map_err(map)
                 }),
                 (Backend::Sqlite(_), marker) => {
-                    in_write_tx!(&self.sys, "writing to a stream", |t| {
+                    in_write_tx!(&self.sys, "writing to a stream", |t| async {
                         sqlx::query(&self.q.write_stream)
                             .bind(workflow)
                             .bind(function_id)
@@ -105,7 +108,8 @@ impl SysDb {
                                 )
                             }
                         }
-                    })
+                    }
+                    .await)
                 }
             };
             match written {

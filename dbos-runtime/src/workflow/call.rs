@@ -166,17 +166,4 @@ where
     pub(crate) fn erase(self) -> ErasedCall {
         self.erased
     }
-
-    /// The encoded inputs and their serialization tag (`None` when encoding failed: starting
-    /// the call reports why).
-    pub(crate) fn stored_inputs(&self) -> Option<(String, &'static str)> {
-        let inputs = self.erased.inputs.as_ref().ok()?;
-        Some((inputs.clone(), self.erased.format.get().tag()))
-    }
-
-    /// Marks the enqueue as a debounced one, with its hard deadline.
-    pub(crate) fn debounced(mut self, deadline_ms: Option<i64>) -> Self {
-        self.erased.enqueue.debounce = Some(deadline_ms);
-        self
-    }
 }

@@ -199,7 +199,7 @@ async fn insert_and_run(
             delay_ms: f.delay_ms,
             serialization: call.format.get().tag(),
             attributes: attributes.as_deref(),
-            debounce: call.enqueue.debounce,
+            debounce: None,
         })
         .await?;
     if row.owner_xid.as_deref() == Some(owner.as_str()) {

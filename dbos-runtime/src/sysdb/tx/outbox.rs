@@ -70,7 +70,7 @@ impl Tx {
             delay_ms: f.delay_ms,
             serialization: call.format.get().tag(),
             attributes: attributes.as_deref(),
-            debounce: call.enqueue.debounce,
+            debounce: None,
         };
         let (sql, params) = rt.db().enqueue_statement(&w);
         let mut q = self.query(&sql);
