@@ -47,8 +47,8 @@ impl SysDb {
         );
         match sqlx::query(&sql).execute(&b.pool).await {
             Ok(_) => Ok(()),
-            // Two processes creating it at once: the loser sees a catalog unique violation.
-            Err(e) if super::unique_violation(&e) => Ok(()),
+            // Two processes creating it at once: the loser sees a catalog conflict.
+            Err(e) if super::lost_create_race(&e) => Ok(()),
             Err(e) => Err(Error::db("creating the liveness table")(e)),
         }
     }

@@ -57,6 +57,15 @@ pub(crate) fn unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// A `CREATE … IF NOT EXISTS` that lost the race to another process creating the same object:
+/// Postgres reports a catalog unique violation (23505), or that the table's row type or the
+/// relation already exists (42710, 42P07).
+pub(crate) fn lost_create_race(err: &sqlx::Error) -> bool {
+    unique_violation(err)
+        || matches!(err, sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("42710") | Some("42P07")))
+}
+
 fn is_fk_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
 }

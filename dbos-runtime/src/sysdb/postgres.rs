@@ -180,8 +180,8 @@ impl PgDb {
         .await
         .map(|_| ())
         .or_else(|e| {
-            // Two processes creating it at once: the loser sees a catalog unique violation.
-            if super::unique_violation(&e) {
+            // Two processes creating it at once: the loser sees a catalog conflict.
+            if super::lost_create_race(&e) {
                 Ok(())
             } else {
                 Err(Error::db("creating transaction_outputs")(e))
