@@ -259,3 +259,35 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+/// Eight writes to one key at once from the workflow body: they race for offsets.
+#[workflow]
+async fn racing_writes() -> Result<(), Error> {
+    let w = |i: &'static u32| DBOS::write_stream("r", i);
+    static V: [u32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    let (a, b, c, d) = tokio::join!(w(&V[0]), w(&V[1]), w(&V[2]), w(&V[3]));
+    let (e, f, g, h) = tokio::join!(w(&V[4]), w(&V[5]), w(&V[6]), w(&V[7]));
+    for r in [a, b, c, d, e, f, g, h] {
+        r?;
+    }
+    DBOS::close_stream("r").await
+}
+
+both_backends! {
+    async fn concurrent_writes_to_one_key_get_dense_offsets_each_once(db: TestDb) {
+        let rt = launch(&db).await;
+        within("racing writes", rt.scope(racing_writes().with_id("racing").into_future()))
+            .await
+            .expect("every racing write lands (a lost offset race is retried)");
+        let mut values = read_all(&rt, "racing", "r").await;
+        values.sort_unstable();
+        assert_eq!(values, (0..8).collect::<Vec<_>>());
+        let x = db.inspect().await;
+        let offsets = x
+            .rows(&format!("SELECT \"offset\" FROM {}streams WHERE workflow_uuid = 'racing' ORDER BY \"offset\"", db.sys()))
+            .await;
+        let offsets: Vec<String> = offsets.into_iter().map(|r| r[0].clone().unwrap_or_default()).collect();
+        assert_eq!(offsets, (0..9).map(|i| i.to_string()).collect::<Vec<_>>(), "dense offsets: 8 values and the close");
+        rt.shutdown().await;
+    }
+}

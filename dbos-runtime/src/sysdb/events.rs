@@ -2,7 +2,7 @@
 //! workflow events.
 
 use super::backend::{in_write_tx, on_reader};
-use super::rows::{bind_step, check_step_written, step_write_error};
+use super::rows::{bind_step, check_step_row, step_write_error};
 use super::{postgres, Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use sqlx::Row;
@@ -40,10 +40,7 @@ impl SysDb {
                     .fetch_one(&mut *t)
                     .await
                     .map_err(step_write_error(s, "recording a set_event"))?;
-                check_step_written(
-                    s,
-                    row.try_get(0).map_err(Error::db("recording a set_event"))?,
-                )?;
+                check_step_row(s, &row, "recording a set_event")?;
             }
             Ok::<(), Error>(())
         })?;

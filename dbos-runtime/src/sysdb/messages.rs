@@ -1,7 +1,7 @@
 //! `SysDb`'s message operations: `send` and `recv` on the `notifications` table.
 
 use super::backend::{in_write_tx, on_reader};
-use super::rows::{bind_step, check_step_written, step_write_error};
+use super::rows::{bind_step, check_step_row, step_write_error};
 use super::{is_fk_violation, now_ms, Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use crate::serialization::PORTABLE_JSON;
@@ -59,7 +59,7 @@ impl SysDb {
                         .fetch_one(&mut *t)
                         .await
                         .map_err(step_write_error(s, "recording a send"))?;
-                    check_step_written(s, row.try_get(0).map_err(Error::db("recording a send"))?)
+                    check_step_row(s, &row, "recording a send")
                 }
             }
         })
@@ -115,8 +115,7 @@ impl SysDb {
                 .fetch_one(&mut *t)
                 .await
                 .map_err(step_write_error(&s, "recording a recv"))?;
-            check_step_written(&s, row.try_get(0).map_err(Error::db("recording a recv"))?)
-                .map(|()| msg)
+            check_step_row(&s, &row, "recording a recv").map(|()| msg)
         })
     }
 }

@@ -170,6 +170,15 @@ pub(super) fn check_step_written(s: &StepWrite<'_>, completed: Option<i64>) -> R
     }
 }
 
+/// Rule 10 on the row a step write returned (`completed_at_epoch_ms` first).
+pub(super) fn check_step_row<R: Row>(s: &StepWrite<'_>, row: &R, doing: &'static str) -> Result<()>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    check_step_written(s, row.try_get(0).map_err(Error::db(doing))?)
+}
+
 pub(super) fn workflow_row<R: Row>(row: &R) -> Result<WorkflowRow>
 where
     usize: sqlx::ColumnIndex<R>,

@@ -2,7 +2,7 @@
 //! workflow's stream key, with the writer's marker row, and reading values in offset order.
 
 use super::backend::{in_write_tx, on_reader, on_writer};
-use super::rows::{bind_step, check_step_written, step_write_error};
+use super::rows::{bind_step, check_step_row, step_write_error};
 use super::{is_fk_violation, unique_violation, Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use crate::serialization::PORTABLE_JSON;
@@ -61,11 +61,7 @@ impl SysDb {
                                     step_write_error(s, "recording a stream write")(e)
                                 }
                             })?;
-                        check_step_written(
-                            s,
-                            row.try_get(0)
-                                .map_err(Error::db("recording a stream write"))?,
-                        )
+                        check_step_row(s, &row, "recording a stream write")
                     }
                     .await)
                 }
@@ -101,11 +97,7 @@ impl SysDb {
                                     .fetch_one(&mut *t)
                                     .await
                                     .map_err(step_write_error(s, "recording a stream write"))?;
-                                check_step_written(
-                                    s,
-                                    row.try_get(0)
-                                        .map_err(Error::db("recording a stream write"))?,
-                                )
+                                check_step_row(s, &row, "recording a stream write")
                             }
                         }
                     }
