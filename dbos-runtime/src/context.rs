@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::runtime::Runtime;
 use crate::sysdb::StepRow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The runtime `DBOS::launch` made.
@@ -58,12 +58,363 @@ pub(crate) struct Current {
     pub rt: Runtime,
     pub wf: Option<Arc<WfCtx>>,
     pub in_step: bool,
+    /// In a step body: the step's position (what `set_event` and stream writes inside it use).
+    pub step_at: i32,
+    /// In a branch of a `DBOS::join` or `DBOS::select`: how the branch numbers its operations.
+    pub branch: Option<Arc<Branch>>,
+}
+
+impl Current {
+    /// Plain code under `rt`, outside any workflow.
+    pub(crate) fn outside(rt: Runtime) -> Current {
+        Current {
+            rt,
+            wf: None,
+            in_step: false,
+            step_at: 0,
+            branch: None,
+        }
+    }
+
+    /// The body of workflow `wf` (its own numbering, not in any branch).
+    pub(crate) fn workflow(rt: Runtime, wf: Arc<WfCtx>) -> Current {
+        Current {
+            rt,
+            wf: Some(wf),
+            in_step: false,
+            step_at: 0,
+            branch: None,
+        }
+    }
+}
+
+/// The numbering of one branch of a `DBOS::join` or `DBOS::select`.
+///
+/// A workflow body numbers its operations 1, 2, 3, ... in the order they begin. Branches that
+/// run at once would take those numbers in the order they happen to get there, which a resumed
+/// workflow need not repeat. So a group of `width` branches opened when its parent sequence
+/// had taken `base` numbers gives branch `index` the parent's indices
+/// `base + k·width + index` for its `k`-th position: every branch has its own sequence, fixed
+/// whatever order the branches run or finish in, and a group nested in a branch takes its
+/// indices from that branch's sequence the same way. When the group ends, the parent has
+/// taken `base + span·width`, `span` being the most positions any branch took.
+pub(crate) struct Branch {
+    /// The enclosing branch; `None` when the group was opened in the workflow body itself.
+    parent: Option<Arc<Branch>>,
+    base: i32,
+    width: i32,
+    index: i32,
+    /// Positions this branch has taken.
+    taken: Arc<AtomicI32>,
+    /// Groups open in this branch: while one runs, the branch itself begins no operation.
+    open_groups: AtomicU32,
+    /// The last position this branch handed out (0 before the first).
+    last: AtomicI32,
+    /// Operations this branch began (a select branch may begin one).
+    begun: AtomicU32,
+    /// The select this is a branch of, if it is one.
+    pub select: Option<Arc<SelectClaim>>,
+}
+
+impl Branch {
+    /// The position of index `j` of this branch's own sequence.
+    fn position(&self, j: i32) -> Result<i32> {
+        let index = j
+            .checked_mul(self.width)
+            .and_then(|v| v.checked_add(self.base))
+            .and_then(|v| v.checked_add(self.index))
+            .ok_or_else(too_many_positions)?;
+        sequence_position(self.parent.as_deref(), index)
+    }
+
+    /// This branch's number in its group.
+    pub(crate) fn index(&self) -> usize {
+        usize::try_from(self.index).unwrap_or(0)
+    }
+
+    /// Positions this branch has taken so far.
+    pub(crate) fn taken(&self) -> i32 {
+        self.taken.load(Ordering::SeqCst)
+    }
+}
+
+fn too_many_positions() -> Error {
+    Error::BadInputs("a workflow's operation positions overflowed (too deeply nested joins)".into())
+}
+
+/// The position of index `j` (from 0) of the sequence `parent` (the workflow's own when `None`).
+fn sequence_position(parent: Option<&Branch>, j: i32) -> Result<i32> {
+    match parent {
+        None => j.checked_add(1).ok_or_else(too_many_positions),
+        Some(b) => b.position(j),
+    }
+}
+
+/// What a `DBOS::select` shares with its branches: its own position, so that a `recv` branch
+/// can record the select's outcome in the transaction that consumes its message, and which
+/// branch is being recorded as the winner (after which no branch may begin an operation).
+pub(crate) struct SelectClaim {
+    /// The select's own position.
+    pub at: i32,
+    pub started_ms: i64,
+    /// Each branch's count of positions taken.
+    takens: Vec<Arc<AtomicI32>>,
+    /// The branch whose outcome is being recorded as the select's: set once, by the first
+    /// branch to finish (or a `recv` about to take its message).
+    closed_by: Mutex<Option<usize>>,
+    /// The branch whose outcome was recorded with the select's record (a `recv`).
+    won: Mutex<Option<usize>>,
+    /// Why a branch could not begin its operation (it breaks the select's rules).
+    fault: Mutex<Option<String>>,
+}
+
+impl SelectClaim {
+    /// A claim for a select at position `at` over `width` branches.
+    pub(crate) fn new(at: i32, started_ms: i64, width: usize) -> SelectClaim {
+        SelectClaim {
+            at,
+            started_ms,
+            takens: (0..width).map(|_| Arc::new(AtomicI32::new(0))).collect(),
+            closed_by: Mutex::new(None),
+            won: Mutex::new(None),
+            fault: Mutex::new(None),
+        }
+    }
+
+    /// Decides the select for branch `index` unless another branch was first: from now on no
+    /// branch begins an operation. Returns the select's record, `{"branch": index, "span": the
+    /// most positions any branch took}`, or `None` when another branch decided it.
+    pub(crate) fn close_for(&self, index: usize) -> Option<String> {
+        let mut closed = lock(&self.closed_by);
+        match *closed {
+            Some(other) if other != index => return None,
+            _ => *closed = Some(index),
+        }
+        drop(closed);
+        let span = self.span();
+        Some(serde_json::json!({ "branch": index, "span": span }).to_string())
+    }
+
+    /// The branch that decided the select, if one did.
+    pub(crate) fn closed_by(&self) -> Option<usize> {
+        *lock(&self.closed_by)
+    }
+
+    /// The most positions any branch has taken.
+    pub(crate) fn span(&self) -> i32 {
+        self.takens
+            .iter()
+            .map(|t| t.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Notes that branch `index`'s outcome was recorded with the select's record.
+    pub(crate) fn won_by(&self, index: usize) {
+        *lock(&self.won) = Some(index);
+    }
+
+    /// The branch whose outcome was recorded with the select's record, if one was.
+    pub(crate) fn winner(&self) -> Option<usize> {
+        *lock(&self.won)
+    }
+
+    /// Why a branch broke the select's rules, if one did.
+    pub(crate) fn fault(&self) -> Option<String> {
+        lock(&self.fault).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A group of branches opened at the caller's place in a workflow body.
+pub(crate) struct Group {
+    ctx: Arc<WfCtx>,
+    parent: Option<Arc<Branch>>,
+    base: i32,
+    width: i32,
+}
+
+impl Group {
+    /// Opens a group of `width` branches in the calling workflow body (`ctx`).
+    pub(crate) fn open(ctx: &Arc<WfCtx>, width: usize) -> Result<Group> {
+        let width = i32::try_from(width.max(1)).map_err(|_| too_many_positions())?;
+        let parent = current_branch();
+        let base = match &parent {
+            Some(b) => {
+                b.open_groups.fetch_add(1, Ordering::SeqCst);
+                b.taken()
+            }
+            None => {
+                ctx.open_groups.fetch_add(1, Ordering::SeqCst);
+                ctx.current_id()
+            }
+        };
+        Ok(Group {
+            ctx: ctx.clone(),
+            parent,
+            base,
+            width,
+        })
+    }
+
+    /// The numbering of branch `index`, a branch of `select` when given.
+    pub(crate) fn branch(&self, index: usize, select: Option<Arc<SelectClaim>>) -> Arc<Branch> {
+        let taken = select
+            .as_ref()
+            .and_then(|c| c.takens.get(index).cloned())
+            .unwrap_or_default();
+        Arc::new(Branch {
+            parent: self.parent.clone(),
+            base: self.base,
+            width: self.width,
+            index: i32::try_from(index).unwrap_or(i32::MAX),
+            taken,
+            open_groups: AtomicU32::new(0),
+            last: AtomicI32::new(0),
+            begun: AtomicU32::new(0),
+            select,
+        })
+    }
+
+    /// Ends the group: its parent sequence has taken `base + span·width` indices.
+    pub(crate) fn close(&self, span: i32) -> Result<()> {
+        let end = span
+            .max(0)
+            .checked_mul(self.width)
+            .and_then(|v| v.checked_add(self.base))
+            .ok_or_else(too_many_positions)?;
+        match &self.parent {
+            Some(b) => {
+                b.taken.fetch_max(end, Ordering::SeqCst);
+            }
+            None => {
+                self.ctx.next.fetch_max(end, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `fut` as branch `b` of this group: the operations it begins take `b`'s positions.
+    pub(crate) fn run<F: std::future::Future>(
+        &self,
+        b: Arc<Branch>,
+        rt: Runtime,
+        fut: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Current, F> {
+        CURRENT.scope(
+            Current {
+                rt,
+                wf: Some(self.ctx.clone()),
+                in_step: false,
+                step_at: 0,
+                branch: Some(b),
+            },
+            fut,
+        )
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        match &self.parent {
+            Some(b) => b.open_groups.fetch_sub(1, Ordering::SeqCst),
+            None => self.ctx.open_groups.fetch_sub(1, Ordering::SeqCst),
+        };
+    }
+}
+
+/// The branch the caller runs in, if any.
+fn current_branch() -> Option<Arc<Branch>> {
+    CURRENT.try_with(|c| c.branch.clone()).ok().flatten()
+}
+
+/// Takes the position of one operation beginning in workflow `ctx`'s body (plus `extra` more
+/// for its deadline): in a branch, the branch's next; else the workflow's next. A select
+/// branch may begin only one operation, and none once the select is decided.
+pub(crate) fn take_positions(ctx: &WfCtx, extra: bool) -> Result<(i32, Option<i32>)> {
+    let open = match current_branch() {
+        Some(b) => b.open_groups.load(Ordering::SeqCst),
+        None => ctx.open_groups.load(Ordering::SeqCst),
+    };
+    if open > 0 {
+        // Its position would collide with the group's: concurrency in a workflow body must go
+        // through the group (`tokio::join!` of a DBOS::join and an operation, say).
+        return Err(Error::BadInputs(format!(
+            "workflow {}: an operation began beside a running DBOS::join or DBOS::select; make \
+             concurrent work a branch of it",
+            ctx.id
+        )));
+    }
+    let Some(b) = current_branch() else {
+        let n = ctx.next_id();
+        return Ok((n, extra.then(|| ctx.next_id())));
+    };
+    if let Some(claim) = &b.select {
+        if claim.closed_by().is_some() {
+            // Too late: another branch won. Not the branch's fault; it is dropped unheard.
+            return Err(Error::BadInputs(format!(
+                "branch {} of the DBOS::select at position {} began an operation after the \
+                 select was decided",
+                b.index, claim.at
+            )));
+        }
+        let refusal = if b.begun.fetch_add(1, Ordering::SeqCst) > 0 {
+            Some(format!(
+                "branch {} of the DBOS::select at position {} began a second durable \
+                 operation: a select branch must be one operation (a step, transaction, recv, \
+                 sleep, get_event or child workflow result); put longer work in a child workflow",
+                b.index, claim.at
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            lock(&claim.fault).get_or_insert_with(|| why.clone());
+            return Err(Error::BadInputs(why));
+        }
+    }
+    let take = || -> Result<i32> {
+        let j = b.taken.fetch_add(1, Ordering::SeqCst);
+        let n = b.position(j)?;
+        b.last.store(n, Ordering::SeqCst);
+        Ok(n)
+    };
+    let n = take()?;
+    let deadline = if extra { Some(take()?) } else { None };
+    Ok((n, deadline))
+}
+
+/// The select the caller is a branch of, with the caller's branch number.
+pub(crate) fn current_select() -> Option<(Arc<SelectClaim>, usize)> {
+    let b = current_branch()?;
+    let claim = b.select.clone()?;
+    Some((claim, b.index()))
+}
+
+/// Where the caller stands in workflow `wf`, for writes keyed by position that are not
+/// operations of their own: in a step body, the step's position; in a workflow body, the last
+/// position handed out there.
+pub(crate) fn last_position(wf: &WfCtx) -> i32 {
+    match CURRENT.try_with(|c| (c.in_step, c.step_at, c.branch.clone())) {
+        Ok((true, at, _)) if at > 0 => at,
+        Ok((false, _, Some(b))) => b.last.load(Ordering::SeqCst),
+        _ => wf.current_id(),
+    }
 }
 
 /// One execution of one workflow.
 pub(crate) struct WfCtx {
     pub id: String,
     next: AtomicI32,
+    /// Groups (`DBOS::join`, `DBOS::select`) open in the body itself: while one runs, the body
+    /// begins no operation of its own.
+    open_groups: AtomicU32,
     /// Operations recorded by earlier executions (loaded once when a workflow is resumed).
     recorded: Mutex<HashMap<i32, StepRow>>,
     /// Whether this execution resumes an earlier one (so records may exist).
@@ -88,6 +439,7 @@ impl WfCtx {
         WfCtx {
             id,
             next: AtomicI32::new(0),
+            open_groups: AtomicU32::new(0),
             recorded: Mutex::new(recorded.into_iter().map(|r| (r.function_id, r)).collect()),
             resumed,
             handed_off: std::sync::atomic::AtomicBool::new(false),
@@ -181,11 +533,13 @@ pub(crate) fn position() -> Result<Position> {
             rt,
             wf: Some(wf),
             in_step: false,
+            ..
         }) => Ok(Position::Workflow(rt, wf)),
         Ok(Current {
             rt,
             wf: Some(wf),
             in_step: true,
+            ..
         }) => Ok(Position::InStep(rt, wf)),
         Ok(Current { rt, wf: None, .. }) => Ok(Position::Outside(rt)),
         Err(_) => Ok(Position::Outside(global()?)),
@@ -215,15 +569,7 @@ impl Runtime {
     /// Runs `fut` with this runtime as the current one, outside any workflow: the static
     /// [`DBOS`](crate::DBOS) API called inside it uses this runtime.
     pub async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
-        scope(
-            Current {
-                rt: self.clone(),
-                wf: None,
-                in_step: false,
-            },
-            fut,
-        )
-        .await
+        scope(Current::outside(self.clone()), fut).await
     }
 }
 
@@ -232,10 +578,11 @@ pub(crate) async fn scope<F: std::future::Future>(current: Current, fut: F) -> F
     CURRENT.scope(current, fut).await
 }
 
-/// Runs `fut` as a step body of `wf`.
+/// Runs `fut` as the body of the step at position `at` of `wf`.
 pub(crate) async fn in_step<F: std::future::Future>(
     rt: &Runtime,
     wf: &Arc<WfCtx>,
+    at: i32,
     fut: F,
 ) -> F::Output {
     scope(
@@ -243,6 +590,8 @@ pub(crate) async fn in_step<F: std::future::Future>(
             rt: rt.clone(),
             wf: Some(wf.clone()),
             in_step: true,
+            step_at: at,
+            branch: None,
         },
         fut,
     )

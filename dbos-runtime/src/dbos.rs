@@ -379,6 +379,107 @@ impl DBOS {
         Ok(context::runtime()?.read_stream(workflow_id, key))
     }
 
+    /// Runs `branches` at once and returns all their outputs, in order (a durable
+    /// `join_all`).
+    ///
+    /// # Durability
+    /// In a workflow body each branch numbers its operations in a sequence of its own, so a
+    /// branch's operations keep their positions whatever order the branches run or finish in:
+    /// a workflow resumed halfway replays the branches' recorded operations and runs only the
+    /// rest. A branch may be any async code made of durable operations (steps, transactions,
+    /// `recv`, `sleep`, child workflows, nested joins and selects). Use this, not
+    /// `tokio::join!`, for concurrency in a workflow body: operations joined by tokio take
+    /// positions in the order they happen to begin. Outside a workflow it is a plain join.
+    ///
+    /// # Errors
+    /// Only the join's own: a workflow with more positions than fit an `i32`. Each branch's
+    /// output is its own (a step's `Result` and so on).
+    pub async fn join_all<'a, I, F>(branches: I) -> Result<Vec<F::Output>>
+    where
+        I: IntoIterator<Item = F>,
+        F: std::future::Future + Send + 'a,
+        F::Output: Send + 'a,
+    {
+        let boxed = branches
+            .into_iter()
+            .map(|f| Box::pin(f) as crate::concurrency::BranchFuture<'a, F::Output>)
+            .collect();
+        crate::concurrency::join(boxed).await
+    }
+
+    /// [`DBOS::join_all`] of two branches of different types.
+    pub async fn join<'a, A, B>(a: A, b: B) -> Result<(A::Output, B::Output)>
+    where
+        A: std::future::Future + Send + 'a,
+        B: std::future::Future + Send + 'a,
+        A::Output: Send + 'a,
+        B::Output: Send + 'a,
+    {
+        crate::concurrency::join2(a, b).await
+    }
+
+    /// Runs `branches` at once until the first finishes; returns its index and output and
+    /// drops the others (a durable `select`).
+    ///
+    /// # Durability
+    /// In a workflow body the winner is recorded (a `DBOS.select` operation): a resumed
+    /// workflow runs only that branch again, which replays its recorded outcome, so it takes
+    /// the same branch whatever happened since (a message that came after the timeout won
+    /// stays unread). A `recv` branch records the select's outcome in the transaction that
+    /// takes its message, so a message is never taken by a branch that lost. Each branch must
+    /// be a single durable operation: a step, a transaction, `recv`, `sleep`, `get_event`, or
+    /// a child workflow's `get_result`. A losing step or transaction may have run (or be
+    /// running when it is dropped); only its outcome is discarded. Outside a workflow it is a
+    /// plain select.
+    ///
+    /// # Errors
+    /// [`Error::BadInputs`] for no branches, or a branch that begins a second durable operation
+    /// (longer work belongs in a child workflow); [`Error::ShuttingDown`],
+    /// [`Error::WorkflowCancelled`] and [`Error::ConcurrentExecution`] as for any operation,
+    /// with nothing recorded.
+    pub async fn select_all<'a, I, F>(branches: I) -> Result<(usize, F::Output)>
+    where
+        I: IntoIterator<Item = F>,
+        F: std::future::Future + Send + 'a,
+        F::Output: Send + 'a,
+    {
+        let boxed = branches
+            .into_iter()
+            .map(|f| Box::pin(f) as crate::concurrency::BranchFuture<'a, F::Output>)
+            .collect();
+        crate::concurrency::select(boxed).await
+    }
+
+    /// [`DBOS::select_all`] of two branches of different types: `Left` when `a` won, `Right`
+    /// when `b` did. "The payment, or a timeout":
+    ///
+    /// ```no_run
+    /// # use dbos_runtime::prelude::*;
+    /// # async fn body() -> Result<(), Error> {
+    /// match DBOS::select(
+    ///     DBOS::recv::<String>("payment", Duration::from_secs(24 * 3600)),
+    ///     DBOS::sleep(Duration::from_secs(15 * 60)),
+    /// )
+    /// .await?
+    /// {
+    ///     Either::Left(payment) => println!("paid: {:?}", payment?),
+    ///     Either::Right(slept) => {
+    ///         slept?;
+    ///         println!("no payment within 15 minutes");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn select<'a, A, B>(a: A, b: B) -> Result<crate::Either<A::Output, B::Output>>
+    where
+        A: std::future::Future + Send + 'a,
+        B: std::future::Future + Send + 'a,
+        A::Output: Send + 'a,
+        B::Output: Send + 'a,
+    {
+        crate::concurrency::select2(a, b).await
+    }
+
     /// Sleeps durably: in a workflow the wake-up time is recorded, so a workflow recovered after
     /// a crash sleeps only the remainder. Elsewhere it is a plain sleep.
     pub async fn sleep(duration: Duration) -> Result<()> {

@@ -1,5 +1,6 @@
 //! `set_event` and `get_event`: durable key/values a workflow publishes.
 
+use crate::context;
 use crate::error::{Error, Result};
 use crate::notify::event_key;
 use crate::operation::{self, after, Begun, Site};
@@ -38,7 +39,7 @@ async fn set_event_here<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<(
         }
         Site::InStep(rt, ctx) => {
             rt.db()
-                .set_event(&ctx.id, ctx.current_id(), key, &text, None)
+                .set_event(&ctx.id, context::last_position(&ctx), key, &text, None)
                 .await?;
             rt.notifier().notify(&event_key(&ctx.id, key));
             Ok(())

@@ -51,6 +51,7 @@ pub mod actix;
 #[cfg(feature = "admin")]
 mod admin;
 mod cancel;
+mod concurrency;
 mod config;
 mod context;
 mod dbos;
@@ -97,6 +98,7 @@ pub use transaction::{Isolation, TxOptions};
 pub use workflow::{WorkflowCall, WorkflowHandle, WorkflowStatus};
 
 /// What [`DBOS::read_stream`] returns, and the combinators to read it (`next`, `map`, …).
+pub use futures_util::future::Either;
 pub use futures_util::{Stream, StreamExt};
 
 /// Re-exported so applications use the same sqlx (for `#[derive(sqlx::FromRow)]`).
@@ -105,8 +107,8 @@ pub use sqlx;
 /// Everything a user of the macros needs in one import.
 pub mod prelude {
     pub use crate::{
-        queue, scheduled, step, transaction, workflow, DbosConfig, Debouncer, Error, Queue, Tx,
-        WorkflowCall, WorkflowHandle, DBOS,
+        queue, scheduled, step, transaction, workflow, DbosConfig, Debouncer, Either, Error, Queue,
+        Tx, WorkflowCall, WorkflowHandle, DBOS,
     };
     pub use chrono::{DateTime, Utc};
     pub use std::time::Duration;

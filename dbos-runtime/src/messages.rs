@@ -1,10 +1,11 @@
 //! `send` and `recv`: messages to a workflow, delivered exactly once.
 
+use crate::context;
 use crate::error::{Error, Result};
 use crate::notify::message_key;
-use crate::operation::{self, Begun, Site};
+use crate::operation::{self, Begun, Site, SELECT};
 use crate::serialization::{self, PORTABLE_JSON};
-use crate::sysdb::NULL_TOPIC;
+use crate::sysdb::{now_ms, StepWrite, NULL_TOPIC};
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 use tracing::Instrument;
@@ -108,7 +109,36 @@ async fn recv_here<T: DeserializeOwned>(
         op.wait(waiter.until(deadline, present)).await??;
     }
     let record = op.write(None, None, Some(PORTABLE_JSON));
-    let taken = op.settle(db.consume_message(&record, topic).await)?;
+    // A recv that is a branch of a DBOS::select records the select's outcome (this branch won)
+    // in the transaction that takes the message: a message is never taken by a losing branch.
+    let select = context::current_select();
+    let claim_output = match &select {
+        Some((claim, index)) => match claim.close_for(*index) {
+            Some(output) => Some(output),
+            // Another branch won the select: this one is about to be dropped and must not take
+            // the message.
+            None => return std::future::pending().await,
+        },
+        None => None,
+    };
+    let claim = match (&select, &claim_output) {
+        (Some((claim, _)), Some(output)) => Some(StepWrite {
+            workflow_id: op.workflow_id(),
+            function_id: claim.at,
+            function_name: SELECT,
+            output: Some(output),
+            error: None,
+            child_workflow_id: None,
+            serialization: Some(PORTABLE_JSON),
+            started_at_ms: claim.started_ms,
+            completed_at_ms: now_ms(),
+        }),
+        _ => None,
+    };
+    let taken = op.settle(db.consume_message(&record, topic, claim.as_ref()).await)?;
+    if let Some((claim, index)) = &select {
+        claim.won_by(*index);
+    }
     drop(waiter);
     match taken {
         Some((text, tag)) => serialization::from_json(&text, tag.as_deref(), "a received message"),

@@ -29,6 +29,9 @@ use tokio::time::Instant;
 /// The name of a recorded deadline: a `DBOS::sleep`, or the timeout of `recv`/`get_event`.
 pub(crate) const SLEEP: &str = "DBOS.sleep";
 
+/// The name of a `DBOS::select`'s record: which branch won.
+pub(crate) const SELECT: &str = "DBOS.select";
+
 /// A `tracing` span for a workflow API call (`dbos.send`, `dbos.recv`, ...): DBOS's
 /// attribute names, the workflow's ID when called from one (it is then a child of the
 /// workflow's span), and one detail field. Costs nothing when no subscriber listens.
@@ -113,8 +116,7 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
             if ctx.is_cancelled() {
                 return Err(Error::WorkflowCancelled(ctx.id.clone()));
             }
-            let n = ctx.next_id();
-            let deadline_at = deadline.then(|| ctx.next_id());
+            let (n, deadline_at) = context::take_positions(&ctx, deadline)?;
             if let Some(row) = ctx.recorded(n, name)? {
                 return Ok(Site::Workflow(Begun::Recorded(row)));
             }
@@ -262,7 +264,7 @@ impl Operation {
                 functionID = self.n
             ),
         };
-        context::in_step(&self.rt, &self.ctx, fut)
+        context::in_step(&self.rt, &self.ctx, self.n, fut)
             .instrument(span)
             .await
     }

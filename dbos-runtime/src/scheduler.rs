@@ -151,11 +151,7 @@ impl Schedule {
         let mut call = (self.resume)(Inputs::parse(Some(&inputs), None)?)?;
         call.id = Some(id.to_owned());
         call.inputs = Ok(inputs);
-        let current = Current {
-            rt: self.rt.clone(),
-            wf: None,
-            in_step: false,
-        };
+        let current = Current::outside(self.rt.clone());
         context::scope(
             current,
             start_erased(call, Some(crate::queue::INTERNAL_QUEUE)),

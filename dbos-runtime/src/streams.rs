@@ -12,6 +12,7 @@
 //! the change watcher), and re-check at least once a second, which is how they notice a writer
 //! that finished without closing.
 
+use crate::context;
 use crate::error::{Error, Result};
 use crate::notify::stream_key;
 use crate::operation::{self, Begun, Site};
@@ -65,7 +66,7 @@ async fn write(key: &str, text: &str, name: &'static str) -> Result<()> {
         }
         Site::InStep(rt, ctx) => {
             rt.db()
-                .write_stream(&ctx.id, ctx.current_id(), key, text, None)
+                .write_stream(&ctx.id, context::last_position(&ctx), key, text, None)
                 .await?;
             rt.notifier().notify(&stream_key(&ctx.id, key));
             Ok(())

@@ -79,11 +79,14 @@ impl SysDb {
     }
 
     /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or
-    /// with JSON `null`) in one transaction: a message is delivered exactly once.
+    /// with JSON `null`) in one transaction: a message is delivered exactly once. `claim` is the
+    /// record of a `DBOS::select` this `recv` wins, written in the same transaction: a select
+    /// another branch already won makes the whole transaction fail, so no message is consumed.
     pub(crate) async fn consume_message(
         &self,
         step: &StepWrite<'_>,
         topic: &str,
+        claim: Option<&StepWrite<'_>>,
     ) -> Result<Option<(String, Option<String>)>> {
         self.metrics.add_commit();
         in_write_tx!(&self.sys, "receiving a message", |t| {
@@ -115,7 +118,15 @@ impl SysDb {
                 .fetch_one(&mut *t)
                 .await
                 .map_err(step_write_error(&s, "recording a recv"))?;
-            check_step_row(&s, &row, "recording a recv").map(|()| msg)
+            check_step_row(&s, &row, "recording a recv")?;
+            if let Some(c) = claim {
+                let row = bind_step(&self.q.record_step, c, &self.app_name)
+                    .fetch_one(&mut *t)
+                    .await
+                    .map_err(step_write_error(c, "recording a select"))?;
+                check_step_row(c, &row, "recording a select")?;
+            }
+            Ok(msg)
         })
     }
 }

@@ -308,11 +308,7 @@ pub(crate) fn spawn_execution(
     let serial = rt.execution_starts(&id, ctx.cancelled.clone());
     rt.metrics().workflow_started(name);
     let name = name.to_owned();
-    let current = Current {
-        rt: rt.clone(),
-        wf: Some(ctx.clone()),
-        in_step: false,
-    };
+    let current = Current::workflow(rt.clone(), ctx.clone());
     let current_ctx = ctx.clone();
     let rt2 = rt.clone();
     // The execution's span: its steps' and transactions' spans are its children.

@@ -46,7 +46,12 @@ impl Tx {
         let id = match (&call.id, context::position()) {
             (Some(id), _) => id.clone(),
             (None, Ok(Position::InStep(_, wf) | Position::Workflow(_, wf))) => {
-                format!("{}-{}-{}", wf.id, wf.current_id(), self.enqueued)
+                format!(
+                    "{}-{}-{}",
+                    wf.id,
+                    context::last_position(&wf),
+                    self.enqueued
+                )
             }
             (None, _) => uuid::Uuid::new_v4().to_string(),
         };
