@@ -101,6 +101,12 @@ pub(crate) async fn select<'a, T: Send + 'a>(
                 claim.at
             )));
         };
+        if claim.winner() == Some(i) {
+            // A recv took its message and recorded the select with it: that is the outcome.
+            drop(running);
+            group.close(claim.decided_span())?;
+            return Ok((i, v));
+        }
         if let Some(why) = claim.fault() {
             return Err(Error::BadInputs(why));
         }
@@ -118,16 +124,22 @@ pub(crate) async fn select<'a, T: Send + 'a>(
                 function_id: claim.at,
             });
         }
-        if claim.winner() != Some(i) {
-            // Another branch (a recv taking its message) is deciding it: wait for that one.
-            let Some(record) = claim.close_for(i) else {
-                continue;
-            };
-            op.record(Some(&record), None, None, Some(PORTABLE_JSON))
-                .await?;
+        if claim.closed_by() == Some(i) && claim.self_recording() {
+            // A recv that began to take its message failed before its transaction committed:
+            // nothing was taken and nothing decided. Its error goes to the body unrecorded (a
+            // resumed workflow runs the select again).
+            drop(running);
+            group.close(claim.decided_span())?;
+            return Ok((i, v));
         }
+        // Another branch (a recv taking its message) is deciding it: wait for that one.
+        let Some(record) = claim.close_for(i) else {
+            continue;
+        };
+        op.record(Some(&record), None, None, Some(PORTABLE_JSON))
+            .await?;
         drop(running);
-        group.close(claim.span())?;
+        group.close(claim.decided_span())?;
         return Ok((i, v));
     }
 }

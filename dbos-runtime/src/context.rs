@@ -162,6 +162,11 @@ pub(crate) struct SelectClaim {
     /// The branch whose outcome is being recorded as the select's: set once, by the first
     /// branch to finish (or a `recv` about to take its message).
     closed_by: Mutex<Option<usize>>,
+    /// The span recorded when the select was decided.
+    decided_span: AtomicI32,
+    /// Whether the branch that decided it records the select itself (a `recv`, in the
+    /// transaction that takes its message).
+    self_recording: std::sync::atomic::AtomicBool,
     /// The branch whose outcome was recorded with the select's record (a `recv`).
     won: Mutex<Option<usize>>,
     /// Why a branch could not begin its operation (it breaks the select's rules).
@@ -176,6 +181,8 @@ impl SelectClaim {
             started_ms,
             takens: (0..width).map(|_| Arc::new(AtomicI32::new(0))).collect(),
             closed_by: Mutex::new(None),
+            decided_span: AtomicI32::new(0),
+            self_recording: std::sync::atomic::AtomicBool::new(false),
             won: Mutex::new(None),
             fault: Mutex::new(None),
         }
@@ -188,11 +195,32 @@ impl SelectClaim {
         let mut closed = lock(&self.closed_by);
         match *closed {
             Some(other) if other != index => return None,
-            _ => *closed = Some(index),
+            Some(_) => {}
+            None => {
+                *closed = Some(index);
+                self.decided_span.store(self.span(), Ordering::SeqCst);
+            }
         }
         drop(closed);
-        let span = self.span();
+        let span = self.decided_span();
         Some(serde_json::json!({ "branch": index, "span": span }).to_string())
+    }
+
+    /// Like [`SelectClaim::close_for`], for a branch that writes the select's record itself.
+    pub(crate) fn close_for_self(&self, index: usize) -> Option<String> {
+        let record = self.close_for(index)?;
+        self.self_recording.store(true, Ordering::SeqCst);
+        Some(record)
+    }
+
+    /// Whether the deciding branch writes the select's record itself.
+    pub(crate) fn self_recording(&self) -> bool {
+        self.self_recording.load(Ordering::SeqCst)
+    }
+
+    /// The span recorded when the select was decided.
+    pub(crate) fn decided_span(&self) -> i32 {
+        self.decided_span.load(Ordering::SeqCst)
     }
 
     /// The branch that decided the select, if one did.
@@ -238,6 +266,10 @@ pub(crate) struct Group {
     parent: Option<Arc<Branch>>,
     base: i32,
     width: i32,
+    /// The branches' counts of positions taken.
+    takens: Mutex<Vec<Arc<AtomicI32>>>,
+    /// Set by [`Group::close`]; a group dropped without it closes over what its branches took.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Group {
@@ -245,6 +277,27 @@ impl Group {
     pub(crate) fn open(ctx: &Arc<WfCtx>, width: usize) -> Result<Group> {
         let width = i32::try_from(width.max(1)).map_err(|_| too_many_positions())?;
         let parent = current_branch();
+        if let Some(b) = &parent {
+            if let Some(claim) = &b.select {
+                // A group takes many positions at once, and a select branch may take one
+                // operation's (its recv could not record the select atomically otherwise).
+                let why = format!(
+                    "branch {} of the DBOS::select at position {} opened a DBOS::join or \
+                     DBOS::select: a select branch must be one operation; put longer work in a \
+                     child workflow",
+                    b.index, claim.at
+                );
+                lock(&claim.fault).get_or_insert_with(|| why.clone());
+                return Err(Error::BadInputs(why));
+            }
+        }
+        let open = match &parent {
+            Some(b) => b.open_groups.load(Ordering::SeqCst),
+            None => ctx.open_groups.load(Ordering::SeqCst),
+        };
+        if open > 0 {
+            return Err(beside_a_group(&ctx.id));
+        }
         let base = match &parent {
             Some(b) => {
                 b.open_groups.fetch_add(1, Ordering::SeqCst);
@@ -260,15 +313,18 @@ impl Group {
             parent,
             base,
             width,
+            takens: Mutex::new(Vec::new()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// The numbering of branch `index`, a branch of `select` when given.
     pub(crate) fn branch(&self, index: usize, select: Option<Arc<SelectClaim>>) -> Arc<Branch> {
-        let taken = select
+        let taken: Arc<AtomicI32> = select
             .as_ref()
             .and_then(|c| c.takens.get(index).cloned())
             .unwrap_or_default();
+        lock(&self.takens).push(taken.clone());
         Arc::new(Branch {
             parent: self.parent.clone(),
             base: self.base,
@@ -284,6 +340,11 @@ impl Group {
 
     /// Ends the group: its parent sequence has taken `base + span·width` indices.
     pub(crate) fn close(&self, span: i32) -> Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.advance(span)
+    }
+
+    fn advance(&self, span: i32) -> Result<()> {
         let end = span
             .max(0)
             .checked_mul(self.width)
@@ -322,11 +383,43 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
+        if !self.closed.load(Ordering::SeqCst) {
+            // Ended early (an error, a drop): later operations still start past every
+            // position a branch took, so none is used twice.
+            let span = lock(&self.takens)
+                .iter()
+                .map(|t| t.load(Ordering::SeqCst))
+                .max()
+                .unwrap_or(0);
+            if let Err(e) = self.advance(span) {
+                tracing::warn!(workflow_id = %self.ctx.id, "closing a group: {e}");
+            }
+        }
         match &self.parent {
             Some(b) => b.open_groups.fetch_sub(1, Ordering::SeqCst),
             None => self.ctx.open_groups.fetch_sub(1, Ordering::SeqCst),
         };
     }
+}
+
+fn beside_a_group(workflow_id: &str) -> Error {
+    Error::BadInputs(format!(
+        "workflow {workflow_id}: an operation began beside a running DBOS::join or \
+         DBOS::select; make concurrent work a branch of it"
+    ))
+}
+
+/// Marks the select the caller is a branch of (if any) as broken by `why`: the select ends with
+/// that error instead of recording a winner.
+pub(crate) fn branch_fault(why: &str) {
+    if let Some(claim) = current_branch().and_then(|b| b.select.clone()) {
+        lock(&claim.fault).get_or_insert_with(|| why.to_owned());
+    }
+}
+
+/// Whether the caller runs in a branch of a `DBOS::join` or `DBOS::select`.
+pub(crate) fn in_branch() -> bool {
+    current_branch().is_some()
 }
 
 /// The branch the caller runs in, if any.
@@ -345,11 +438,7 @@ pub(crate) fn take_positions(ctx: &WfCtx, extra: bool) -> Result<(i32, Option<i3
     if open > 0 {
         // Its position would collide with the group's: concurrency in a workflow body must go
         // through the group (`tokio::join!` of a DBOS::join and an operation, say).
-        return Err(Error::BadInputs(format!(
-            "workflow {}: an operation began beside a running DBOS::join or DBOS::select; make \
-             concurrent work a branch of it",
-            ctx.id
-        )));
+        return Err(beside_a_group(&ctx.id));
     }
     let Some(b) = current_branch() else {
         let n = ctx.next_id();

@@ -94,6 +94,17 @@ async fn recv_here<T: DeserializeOwned>(
     let topic = topic.unwrap_or(NULL_TOPIC);
     let rt = op.rt();
     let Some(waiter) = rt.notifier().claim(message_key(op.workflow_id(), topic)) else {
+        if context::in_branch() {
+            // Two branches of one join or select wait on one topic: which message goes to
+            // which would depend on timing.
+            let why = format!(
+                "workflow {}: two recvs on topic {topic:?} at once (branches of a DBOS::join or \
+                 DBOS::select); receive on one topic from one branch",
+                op.workflow_id()
+            );
+            context::branch_fault(&why);
+            return Err(Error::BadInputs(why));
+        }
         // Another recv of this workflow waits on this topic: one of them would get nothing.
         return Err(Error::ConcurrentExecution {
             workflow_id: op.workflow_id().to_owned(),
@@ -113,7 +124,7 @@ async fn recv_here<T: DeserializeOwned>(
     // in the transaction that takes the message: a message is never taken by a losing branch.
     let select = context::current_select();
     let claim_output = match &select {
-        Some((claim, index)) => match claim.close_for(*index) {
+        Some((claim, index)) => match claim.close_for_self(*index) {
             Some(output) => Some(output),
             // Another branch won the select: this one is about to be dropped and must not take
             // the message.

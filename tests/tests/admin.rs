@@ -105,7 +105,13 @@ both_backends! {
         let steps = parse(&body);
         assert_eq!((steps[0]["function_id"].as_i64(), steps[0]["function_name"].as_str(), steps[0]["output"].as_str()), (Some(1), Some("admin::admin_step"), Some("42")), "{body}");
 
-        // Cancel, resume, fork: as DBOS's routes answer.
+        // Cancel, resume, fork: as DBOS's routes answer. The cancel comes once the recv has
+        // recorded its deadline, so the resumed run has a record to run from (the metrics
+        // below count it as a recovery).
+        eventually(Duration::from_secs(20), "a-wait's recv records its deadline", || async {
+            rt.get_workflow_steps("a-wait").await.is_ok_and(|steps| !steps.is_empty())
+        })
+        .await;
         assert_eq!(admin(addr, "POST", "/workflows/a-wait/cancel", None).await.0, 204);
         assert_eq!(rt.get_status("a-wait").await.expect("status").expect("exists").status, "CANCELLED");
         assert_eq!(admin(addr, "POST", "/workflows/a-wait/resume", None).await.0, 204);

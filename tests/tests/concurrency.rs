@@ -228,7 +228,7 @@ async fn sleepy(ms: u64) -> Result<u64, Error> {
 
 #[workflow]
 async fn steps_race() -> Result<(usize, u64), Error> {
-    let (i, out) = DBOS::select_all([sleepy(3000), sleepy(20), sleepy(2000)]).await?;
+    let (i, out) = DBOS::select_all([sleepy(8000), sleepy(20), sleepy(5000)]).await?;
     Ok((i, out?))
 }
 
@@ -252,6 +252,40 @@ async fn beside_a_join() -> Result<u64, Error> {
     Ok(a? + b? + beside?)
 }
 
+/// Two groups side by side would number their branches alike.
+#[workflow]
+async fn two_joins_side_by_side() -> Result<u64, Error> {
+    let (x, y) = tokio::join!(
+        DBOS::join(sleepy(30), sleepy(40)),
+        DBOS::join(sleepy(10), sleepy(20))
+    );
+    let ((a, b), (c, d)) = (x?, y?);
+    Ok(a? + b? + c? + d?)
+}
+
+/// A join is many operations: not a select branch.
+#[workflow]
+async fn a_join_as_a_select_branch() -> Result<(), Error> {
+    match DBOS::select(
+        DBOS::join(sleepy(10), sleepy(10)),
+        DBOS::sleep(Duration::from_secs(5)),
+    )
+    .await?
+    {
+        Either::Left(joined) => joined.map(|_| ()),
+        Either::Right(slept) => slept,
+    }
+}
+
+/// Two branches waiting on one topic: which message goes where would depend on timing.
+#[workflow]
+async fn two_recvs_one_topic() -> Result<Vec<Option<u8>>, Error> {
+    DBOS::join_all((0..2).map(|_| DBOS::recv::<u8>("same", Duration::from_secs(5))))
+        .await?
+        .into_iter()
+        .collect()
+}
+
 #[workflow]
 async fn empty_select() -> Result<(), Error> {
     let none: Vec<std::future::Ready<()>> = Vec::new();
@@ -262,10 +296,16 @@ both_backends! {
     async fn a_resumed_select_takes_the_recorded_branch(db: TestDb) {
         let rt = launch(&db).await;
         let h = rt
-            .scope(DBOS::start_workflow(sleep_or_pay(600).with_id("pay-1")))
+            .scope(DBOS::start_workflow(sleep_or_pay(3000).with_id("pay-1")))
             .await
             .expect("start pay-1");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The payment comes once the recv waits (its deadline recorded at 5).
+        let x = db.inspect().await;
+        let waiting = format!(
+            "SELECT COUNT(*) FROM {}operation_outputs WHERE workflow_uuid = 'pay-1' AND function_id = 5",
+            db.sys()
+        );
+        eventually(T, "the recv waits", || async { x.scalar(&waiting).await == 1 }).await;
         rt.scope(DBOS::send("pay-1", &7u64, "pay")).await.expect("send the payment");
         assert_eq!(within("pay-1", rt.scope(h.get_result())).await.expect("pay-1"), "paid-Some(7)");
         // select at 1; sleep (branch 0) at 2; recv (branch 1) at 3 and its deadline at 5
@@ -282,7 +322,7 @@ both_backends! {
 
         // Long after the sleep's deadline, a fork from the event replays the select: it must
         // take the payment again, not the sleep that is now over.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(3100)).await;
         let fork = rt
             .scope(DBOS::fork_workflow("pay-1", 6, ForkOptions::new().workflow_id("pay-1-fork")))
             .await
@@ -341,7 +381,7 @@ both_backends! {
         let started = std::time::Instant::now();
         let h = rt.scope(DBOS::start_workflow(steps_race().with_id("steps"))).await.expect("start");
         assert_eq!(within("steps", rt.scope(h.get_result())).await.expect("steps"), (1, 20));
-        assert!(started.elapsed() < Duration::from_millis(1500), "waited for a losing step");
+        assert!(started.elapsed() < Duration::from_millis(4500), "waited for a losing step");
         let ops = operations(&db, "steps").await;
         let names: Vec<(i64, &str)> = ops.iter().map(|(n, name, _)| (*n, name.as_str())).collect();
         assert_eq!(names, vec![(1, "DBOS.select"), (3, "concurrency::sleepy")], "only the winner is recorded");
@@ -361,6 +401,30 @@ both_backends! {
         match within("beside", rt.scope(h.get_result())).await {
             Err(Error::BadInputs(why)) => assert!(why.contains("beside a running DBOS::join"), "{why}"),
             other => panic!("an operation beside a join was accepted: {other:?}"),
+        }
+        for (id, want) in [
+            ("side", "beside a running DBOS::join"),
+            ("join-branch", "opened a DBOS::join"),
+            ("same-topic", "two recvs on topic"),
+        ] {
+            let got = match id {
+                "side" => {
+                    let h = rt.scope(DBOS::start_workflow(two_joins_side_by_side().with_id(id))).await.expect("start");
+                    within(id, rt.scope(h.get_result())).await.map(|_| ())
+                }
+                "join-branch" => {
+                    let h = rt.scope(DBOS::start_workflow(a_join_as_a_select_branch().with_id(id))).await.expect("start");
+                    within(id, rt.scope(h.get_result())).await
+                }
+                _ => {
+                    let h = rt.scope(DBOS::start_workflow(two_recvs_one_topic().with_id(id))).await.expect("start");
+                    within(id, rt.scope(h.get_result())).await.map(|_| ())
+                }
+            };
+            match got {
+                Err(Error::BadInputs(why)) => assert!(why.contains(want), "{id}: {why}"),
+                other => panic!("{id} was accepted: {other:?}"),
+            }
         }
         let h = rt.scope(DBOS::start_workflow(empty_select().with_id("empty"))).await.expect("start");
         match within("empty", rt.scope(h.get_result())).await {

@@ -52,6 +52,16 @@ fn spans_of(all: &[SpanData], name: &str, id: &str) -> Vec<SpanData> {
         .collect()
 }
 
+/// Waits until `n` runs of workflow `id` have ended their `dbos.workflow` span: the span ends
+/// when the execution's task does, a moment after its outcome reached the caller.
+async fn runs_ended(id: &str, n: usize) {
+    eventually(T, &format!("{n} ended runs of {id}"), || {
+        let ended = spans_of(&finished(), "dbos.workflow", id).len();
+        async move { ended >= n }
+    })
+    .await;
+}
+
 fn finished() -> Vec<SpanData> {
     exporter().get_finished_spans().expect("finished spans")
 }
@@ -127,6 +137,7 @@ both_backends! {
         assert_eq!(out.expect("recovered"), 3);
         rt2.shutdown().await;
 
+        runs_ended(&id, 2).await;
         let all = finished();
         let runs = spans_of(&all, "dbos.workflow", &id);
         assert_eq!(runs.len(), 2, "the first execution and the recovered one: {runs:#?}");
@@ -177,6 +188,7 @@ both_backends! {
         assert_eq!(within("queued", handle.get_result()).await.expect("ran"), 3);
         rt.shutdown().await;
 
+        runs_ended(&id, 1).await;
         let all = finished();
         let runs = spans_of(&all, "dbos.workflow", &id);
         assert_eq!(runs.len(), 1, "{runs:#?}");
@@ -327,6 +339,7 @@ both_backends! {
         assert_eq!(out.expect("recovered"), 3);
         rt.shutdown().await;
 
+        runs_ended(&id, 1).await;
         let all = finished();
         let runs = spans_of(&all, "dbos.workflow", &id);
         assert_eq!(runs.len(), 1, "this process ran it once: {runs:#?}");
