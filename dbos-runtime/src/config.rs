@@ -77,6 +77,10 @@ pub struct DbosConfig {
     /// record is renewed every fifth of this; a process that was only paused and comes back
     /// finds its workflows fenced off (see the README's queue section).
     pub liveness_timeout: std::time::Duration,
+    /// Whether [`crate::DBOS::patch`] may be used: code changes ship under one application
+    /// version, and patches let in-flight workflows keep their old path (DBOS's
+    /// `enable_patching`). Default: off.
+    pub enable_patching: bool,
 }
 
 /// A secret string: shown as `<redacted>` by `Debug`.
@@ -112,6 +116,7 @@ impl DbosConfig {
             admin_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             admin_token: None,
             liveness_timeout: std::time::Duration::from_secs(30),
+            enable_patching: false,
         }
     }
 
@@ -173,6 +178,17 @@ impl DbosConfig {
     /// Requires `token` on every admin request (see [`DbosConfig::admin_token`]).
     pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
         self.admin_token = Some(Secret(token.into()));
+        self
+    }
+
+    /// Turns patching on ([`DbosConfig::enable_patching`]). As in DBOS, the application version
+    /// becomes `PATCHING_ENABLED` unless one was set (here or by `DBOS__APPVERSION`), so new
+    /// builds recover the workflows older ones left in flight.
+    pub fn with_patching(mut self) -> Self {
+        self.enable_patching = true;
+        if self.application_version == "0.0.0" && std::env::var_os("DBOS__APPVERSION").is_none() {
+            self.application_version = "PATCHING_ENABLED".to_owned();
+        }
         self
     }
 

@@ -479,6 +479,18 @@ pub(crate) fn take_positions(ctx: &WfCtx, extra: bool) -> Result<(i32, Option<i3
     Ok((n, deadline))
 }
 
+/// The position the next operation beginning in workflow `ctx`'s body would take (without
+/// taking it).
+pub(crate) fn peek_position(ctx: &WfCtx) -> Result<i32> {
+    match current_branch() {
+        Some(b) => b.position(b.taken()),
+        None => ctx
+            .current_id()
+            .checked_add(1)
+            .ok_or_else(too_many_positions),
+    }
+}
+
 /// The select the caller is a branch of, with the caller's branch number.
 pub(crate) fn current_select() -> Option<(Arc<SelectClaim>, usize)> {
     let b = current_branch()?;
@@ -554,6 +566,18 @@ impl WfCtx {
     /// The current position (the last one handed out).
     pub(crate) fn current_id(&self) -> i32 {
         self.next.load(Ordering::SeqCst)
+    }
+
+    /// The name of the operation an earlier execution recorded at `n`, if any.
+    pub(crate) fn recorded_name(&self, n: i32) -> Option<String> {
+        if !self.resumed {
+            return None;
+        }
+        let guard = match self.recorded.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        guard.get(&n).map(|row| row.function_name.clone())
     }
 
     /// The record at `n`, if an earlier execution wrote one; a record under another name is a

@@ -480,6 +480,46 @@ impl DBOS {
         crate::concurrency::select2(a, b).await
     }
 
+    /// Whether this execution of the calling workflow takes the new path of patch `name`
+    /// (DBOS's `DBOS.patch`): `true` for executions that started on code with the patch or had
+    /// not reached it, `false` for those that recorded the old code's operation at this point.
+    ///
+    /// ```no_run
+    /// # use dbos_runtime::prelude::*;
+    /// # #[step] async fn charge_v1() -> Result<(), Error> { Ok(()) }
+    /// # #[step] async fn charge_v2() -> Result<(), Error> { Ok(()) }
+    /// # async fn body() -> Result<(), Error> {
+    /// if DBOS::patch("charge-v2").await? {
+    ///     charge_v2().await?;
+    /// } else {
+    ///     charge_v1().await?; // in-flight executions of the old code
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Durability
+    /// The new path records a `DBOS.patch-<name>` marker at its position, so a resumed
+    /// execution decides the same way; the old path takes no position, so the old code's
+    /// records replay as before.
+    ///
+    /// # Errors
+    /// [`Error::Config`] unless [`DbosConfig::with_patching`](crate::DbosConfig::with_patching);
+    /// [`Error::NotInWorkflow`] outside a workflow, [`Error::InStep`] in a step;
+    /// [`Error::BadInputs`] for an empty name.
+    pub async fn patch(name: &str) -> Result<bool> {
+        crate::patch::patch(name).await
+    }
+
+    /// Retires patch `name` once no execution of the code before it is left: returns `true`,
+    /// skips the marker an execution of the patched code recorded, and records none. Once no
+    /// execution holds a marker either, the call can be deleted.
+    ///
+    /// # Errors
+    /// As [`DBOS::patch`].
+    pub async fn deprecate_patch(name: &str) -> Result<bool> {
+        crate::patch::deprecate_patch(name).await
+    }
+
     /// Sleeps durably: in a workflow the wake-up time is recorded, so a workflow recovered after
     /// a crash sleeps only the remainder. Elsewhere it is a plain sleep.
     pub async fn sleep(duration: Duration) -> Result<()> {

@@ -66,6 +66,7 @@ mod metrics;
 mod notify;
 mod operation;
 pub mod otel;
+mod patch;
 mod queue;
 mod recovery;
 mod registry;
