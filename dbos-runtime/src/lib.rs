@@ -54,6 +54,7 @@ mod cancel;
 mod concurrency;
 mod config;
 mod context;
+mod cut;
 mod dbos;
 mod debounce;
 mod dispatch;
@@ -77,6 +78,7 @@ mod sleep;
 mod step;
 mod streams;
 mod sysdb;
+pub mod testing;
 mod transaction;
 mod workflow;
 

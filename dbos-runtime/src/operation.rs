@@ -92,6 +92,8 @@ pub(crate) struct Operation {
     deadline_at: Option<i32>,
     name: &'static str,
     started_ms: i64,
+    /// A `#[step]` (its body's effects are outside the checkpoint).
+    is_step: bool,
 }
 
 /// Where the caller stands, for operation `name`; in a workflow body this takes the next position.
@@ -127,6 +129,7 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
                 deadline_at,
                 name,
                 started_ms: now_ms(),
+                is_step: false,
             })))
         }
     }
@@ -139,6 +142,12 @@ impl Operation {
 
     pub(crate) fn ctx(&self) -> &Arc<WfCtx> {
         &self.ctx
+    }
+
+    /// Marks this operation a `#[step]`, whose body's effects lie outside its checkpoint.
+    pub(crate) fn step(mut self) -> Self {
+        self.is_step = true;
+        self
     }
 
     /// The operation's recorded name.
@@ -180,6 +189,15 @@ impl Operation {
     /// Passes on the result of a write of this operation's record; a position another
     /// execution recorded first marks this execution handed off.
     pub(crate) fn settle<T>(&self, written: Result<T>) -> Result<T> {
+        if written.is_ok() {
+            self.committed();
+        }
+        self.settle_quiet(written)
+    }
+
+    /// Like [`Operation::settle`], for a write that is not this operation's committed
+    /// checkpoint (one inside a transaction not yet committed, or a second record of it).
+    pub(crate) fn settle_quiet<T>(&self, written: Result<T>) -> Result<T> {
         match &written {
             Err(Error::ConcurrentExecution { workflow_id, .. }) if *workflow_id == self.ctx.id => {
                 self.ctx.hand_off();
@@ -190,6 +208,32 @@ impl Operation {
             _ => {}
         }
         written
+    }
+
+    /// This operation's checkpoint committed: a cut planned here (by [`crate::testing`])
+    /// stops every further write, as a crash at this instant would.
+    pub(crate) fn committed(&self) {
+        if let Some(plan) = self.rt.cut() {
+            let step = self.kind_is_step();
+            if plan.committed(&self.ctx.id, self.name, step) {
+                self.rt.db().begin_close();
+            }
+        }
+    }
+
+    /// A step's body has run and its record is about to be written: a cut planned here stops
+    /// every further write (the body's effects happened, its record never will).
+    pub(crate) fn before_record(&self) {
+        if let Some(plan) = self.rt.cut() {
+            if plan.before_step(&self.ctx.id, self.name) {
+                self.rt.db().begin_close();
+            }
+        }
+    }
+
+    /// Whether this operation is a step (not a `DBOS.*` operation or a transaction).
+    fn kind_is_step(&self) -> bool {
+        self.is_step
     }
 
     /// Waits for `fut` unless the workflow is cancelled or the runtime shuts down first.
@@ -289,6 +333,7 @@ impl Operation {
             deadline_at: None,
             name: SLEEP,
             started_ms: now_ms(),
+            is_step: false,
         };
         sleep.record_wake(d, Stamp::AtWrite).await
     }

@@ -56,6 +56,8 @@ pub(crate) struct Inner {
     admin_addr: Mutex<Option<std::net::SocketAddr>>,
     /// Set once `shutdown` has finished.
     stopped: tokio::sync::watch::Sender<bool>,
+    /// A checkpoint cut planned by [`crate::testing`].
+    cut: Mutex<Option<Arc<crate::cut::Plan>>>,
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
@@ -131,6 +133,7 @@ impl Runtime {
             admin_addr: Mutex::new(None),
             tokio: tokio::runtime::Handle::current(),
             slot: Mutex::new(slot),
+            cut: Mutex::new(None),
         })))
     }
 
@@ -291,6 +294,16 @@ impl Runtime {
     /// Counters of database work done so far.
     pub fn metrics_snapshot(&self) -> MetricsSnapshot {
         self.0.db.metrics_snapshot()
+    }
+
+    /// Plans a checkpoint cut ([`crate::testing`]).
+    pub(crate) fn set_cut(&self, plan: Arc<crate::cut::Plan>) {
+        *lock(&self.0.cut) = Some(plan);
+    }
+
+    /// The checkpoint cut planned by [`crate::testing`], if any.
+    pub(crate) fn cut(&self) -> Option<Arc<crate::cut::Plan>> {
+        lock(&self.0.cut).clone()
     }
 
     /// The configuration this runtime was launched with.

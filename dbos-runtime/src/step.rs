@@ -74,7 +74,7 @@ where
 {
     let op = match operation::begin(name) {
         Ok(Site::Workflow(Begun::Recorded(row))) => return replay_step(&row),
-        Ok(Site::Workflow(Begun::Run(op))) => op,
+        Ok(Site::Workflow(Begun::Run(op))) => op.step(),
         // Outside a workflow (even with no runtime launched) or inside a step: a plain call.
         Ok(Site::Outside(_) | Site::InStep(..)) | Err(Error::NotLaunched) => {
             return with_retries(name, opts, &mut body).await
@@ -86,6 +86,7 @@ where
         .run_body("step", with_retries(name, opts, &mut body))
         .await;
     op.rt().metrics().step_ran(name, started.elapsed());
+    op.before_record();
     op.record_outcome(&result, opts.format)
         .await
         .map_err(E::from)?;

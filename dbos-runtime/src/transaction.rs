@@ -320,12 +320,16 @@ impl Op<'_> {
                     return Ok(Attempt::Done(Ok(v)));
                 }
                 let row = self.write(Some(&output), None);
-                if let Err(e) = self.op.settle(db.write_checkpoint_in(&mut tx, &row).await) {
+                if let Err(e) = self
+                    .op
+                    .settle_quiet(db.write_checkpoint_in(&mut tx, &row).await)
+                {
                     discard(tx).await;
                     return Err(e);
                 }
                 let enqueued = tx.enqueued > 0;
                 tx.commit().await?;
+                self.op.committed();
                 self.op.rt().metrics().add_commit();
                 if enqueued {
                     // What it enqueued is committed: the dispatcher may claim it.
@@ -345,7 +349,10 @@ impl Op<'_> {
     async fn record_after_commit(&self, row: &StepWrite<'_>) -> crate::Result<()> {
         let mut wait = Duration::from_millis(10);
         for attempt in 1..=4 {
-            match self.op.settle(self.op.rt().db().record_step(row).await) {
+            match self
+                .op
+                .settle_quiet(self.op.rt().db().record_step(row).await)
+            {
                 Ok(()) => return Ok(()),
                 Err(e @ Error::ConcurrentExecution { .. }) => return Err(e),
                 // Shutting down: the replay after the next launch records it.
@@ -370,7 +377,7 @@ impl Op<'_> {
         let row = self.write(None, Some(&text));
         if !self.opts.read_only {
             self.op
-                .settle(self.op.rt().db().write_transaction_error(&row).await)?;
+                .settle_quiet(self.op.rt().db().write_transaction_error(&row).await)?;
         }
         self.op.settle(self.op.rt().db().record_step(&row).await)
     }

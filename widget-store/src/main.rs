@@ -11,7 +11,7 @@
 //! `RUST_LOG` (default `info`).
 
 mod http;
-mod store;
+use widget_store::store;
 
 use dbos_runtime::prelude::*;
 use std::net::TcpListener;
