@@ -16,6 +16,11 @@ Commands:
   workflow fork <ID> [-S STEP] [-f NEW_ID] [-v VERSION]
                                  a new workflow replaying steps before STEP (default 1)
   workflow queue list [FILTERS]  workflows waiting on or taken from a queue
+  workflow replay [ID...] [-S STATUS] [-n NAME] -- APP [ARGS...]
+                                 run APP (a new build that calls DBOS::launch) in replay-check
+                                 mode: it replays the recorded workflows (PENDING unless
+                                 filtered) with its code, runs and writes nothing, and names
+                                 each one whose code now takes another path; exit 1 if any
   migrate                        create or migrate the system database
 
 Options:
@@ -61,6 +66,12 @@ pub enum Command {
         version: Option<String>,
     },
     Migrate,
+    Replay {
+        /// The filter, as the JSON `DBOS__REPLAY_CHECK` takes.
+        filter: String,
+        /// The application to run, and its arguments.
+        app: Vec<String>,
+    },
 }
 
 /// The parsed command line.
@@ -75,6 +86,11 @@ pub struct Args {
 
 /// Parses `argv` (without the program name). `Err` is the one-line message.
 pub fn parse(argv: &[String]) -> Result<Args, String> {
+    // `replay`'s application command follows `--`, untouched.
+    let (argv, app) = match argv.iter().position(|a| a == "--") {
+        Some(i) => (&argv[..i], argv[i + 1..].to_vec()),
+        None => (argv, Vec::new()),
+    };
     let mut words: Vec<&str> = Vec::new();
     let mut sys_db_url = None;
     let mut db_url = None;
@@ -156,6 +172,9 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             [_, extra, ..] => Err(format!("unexpected argument `{extra}`")),
         }
     };
+    if !app.is_empty() && words.get(1) != Some(&"replay") {
+        return Err("`--` is only for `workflow replay`".to_owned());
+    }
     let command = match words.as_slice() {
         _ if help => Command::Help,
         [] => Command::Help,
@@ -183,6 +202,22 @@ pub fn parse(argv: &[String]) -> Result<Args, String> {
             version,
         },
         ["migrate"] => Command::Migrate,
+        ["workflow", "replay", ids @ ..] => {
+            if app.is_empty() {
+                return Err(
+                    "which application? dbos workflow replay -- ./target/release/app".to_owned(),
+                );
+            }
+            let filter = serde_json::json!({
+                "statuses": filter.statuses,
+                "names": filter.names,
+                "workflow_ids": ids,
+            });
+            Command::Replay {
+                filter: filter.to_string(),
+                app,
+            }
+        }
         ["workflow"] | ["workflow", "queue"] => {
             return Err("which workflow command? (see dbos --help)".to_owned())
         }

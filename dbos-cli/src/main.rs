@@ -25,6 +25,9 @@ fn main() -> ExitCode {
         print!("{}", args::USAGE);
         return ExitCode::SUCCESS;
     }
+    if let Command::Replay { filter, app } = &args.command {
+        return replay(filter, app, args.json);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -44,6 +47,50 @@ fn main() -> ExitCode {
             eprintln!("dbos: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `workflow replay`: runs the application with `DBOS__REPLAY_CHECK` set (its launch runs the
+/// check, prints one JSON report per line and exits), then prints the reports and exits 1 when
+/// one diverged.
+fn replay(filter: &str, app: &[String], json: bool) -> ExitCode {
+    let Some((program, rest)) = app.split_first() else {
+        eprintln!("dbos: which application? dbos workflow replay -- ./target/release/app");
+        return ExitCode::from(2);
+    };
+    let out = match std::process::Command::new(program)
+        .args(rest)
+        .env(dbos_runtime::REPLAY_CHECK_ENV, filter)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("dbos: cannot run {program}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v.get("workflow_id").is_some())
+        .collect();
+    match out.status.code() {
+        Some(0) | Some(1) => {}
+        _ => {
+            eprintln!(
+                "dbos: {program} did not run the replay check ({}); does it call DBOS::launch?",
+                out.status
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    print!("{}", output::replay(json, &reports));
+    if out.status.code() == Some(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -76,6 +123,7 @@ async fn command(rt: &Runtime, args: &Args) -> Result<String, Error> {
     Ok(match &args.command {
         Command::Help => String::new(),
         Command::Migrate => output::message(json, "migrated", "the system database is up to date"),
+        Command::Replay { .. } => String::new(),
         Command::List { filter, queued } => {
             let rows = if *queued {
                 rt.list_queued_workflows(filter).await?

@@ -193,3 +193,53 @@ pub fn message(json: bool, key: &str, text: &str) -> String {
     }
     format!("{text}\n")
 }
+
+/// The replay check's reports: one line per workflow and a summary (or the reports as JSON).
+pub fn replay(json: bool, reports: &[serde_json::Value]) -> String {
+    if json {
+        return to_json(&serde_json::Value::Array(reports.to_vec()));
+    }
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let mut out = String::new();
+    let mut diverged = 0;
+    for r in reports {
+        let (id, name) = (text(r, "workflow_id"), text(r, "name"));
+        let v = r.get("verdict").cloned().unwrap_or_default();
+        let line = match text(&v, "verdict").as_str() {
+            "consistent" => format!(
+                "ok        {id} ({name}): {} recorded operations replay",
+                v.get("operations").and_then(|n| n.as_u64()).unwrap_or(0)
+            ),
+            "diverged" => {
+                diverged += 1;
+                format!(
+                    "DIVERGED  {id} ({name}): at step {} the code now runs {} where {} was recorded",
+                    v.get("function_id").and_then(|n| n.as_i64()).unwrap_or(0),
+                    text(&v, "current"),
+                    text(&v, "recorded")
+                )
+            }
+            "unreached" => {
+                diverged += 1;
+                format!(
+                    "DIVERGED  {id} ({name}): the code ends before step {} ({})",
+                    v.get("function_id").and_then(|n| n.as_i64()).unwrap_or(0),
+                    text(&v, "recorded")
+                )
+            }
+            _ => {
+                diverged += 1;
+                format!("NOT RUN   {id} ({name}): {}", text(&v, "why"))
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{} workflows checked, {} would not replay\n",
+        reports.len(),
+        diverged
+    ));
+    out
+}

@@ -528,6 +528,26 @@ pub(crate) struct WfCtx {
     pub cancelled: CancelFlag,
     /// The workflow's deadline (`workflow_deadline_epoch_ms`), inherited by its children.
     pub deadline_ms: Option<i64>,
+    /// A replay check ([`crate::Runtime::check_replay`]): operations replay their records and
+    /// nothing runs or is written; the first operation with no record, or another name, stops it.
+    pub replay_only: bool,
+    /// Where a replay check stopped.
+    replay_stop: Mutex<Option<ReplayStop>>,
+    /// Positions whose records were replayed.
+    visited: Mutex<std::collections::BTreeSet<i32>>,
+}
+
+/// Where a replay check stopped.
+#[derive(Debug, Clone)]
+pub(crate) enum ReplayStop {
+    /// The code began an operation at a position with no record: the end of the history.
+    EndOfRecords,
+    /// The code began `current` where `recorded` was recorded.
+    Diverged {
+        function_id: i32,
+        recorded: String,
+        current: String,
+    },
 }
 
 impl WfCtx {
@@ -546,7 +566,45 @@ impl WfCtx {
             handed_off: std::sync::atomic::AtomicBool::new(false),
             cancelled: CancelFlag::default(),
             deadline_ms,
+            replay_only: false,
+            replay_stop: Mutex::new(None),
+            visited: Mutex::new(Default::default()),
         }
+    }
+
+    /// An execution that only replays `recorded` (a replay check).
+    pub(crate) fn replay_check(id: String, recorded: Vec<StepRow>) -> WfCtx {
+        let mut ctx = WfCtx::new(id, recorded, true, None);
+        ctx.replay_only = true;
+        ctx
+    }
+
+    /// Notes where a replay check stopped (the first stop counts).
+    pub(crate) fn stop_replay(&self, stop: ReplayStop) {
+        lock(&self.replay_stop).get_or_insert(stop);
+    }
+
+    /// Where a replay check stopped, if it did.
+    pub(crate) fn replay_stopped(&self) -> Option<ReplayStop> {
+        lock(&self.replay_stop).clone()
+    }
+
+    /// The recorded positions no operation replayed, with their names.
+    pub(crate) fn unvisited(&self) -> Vec<(i32, String)> {
+        let visited = lock(&self.visited).clone();
+        let guard = lock(&self.recorded);
+        let mut out: Vec<(i32, String)> = guard
+            .iter()
+            .filter(|(n, _)| !visited.contains(n))
+            .map(|(n, row)| (*n, row.function_name.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How many recorded positions were replayed.
+    pub(crate) fn visited_count(&self) -> usize {
+        lock(&self.visited).len()
     }
 
     /// Replaces the records read when this execution began (they were read again).
@@ -592,7 +650,10 @@ impl WfCtx {
         };
         match guard.get(&n) {
             None => Ok(None),
-            Some(row) if row.function_name == name => Ok(Some(row.clone())),
+            Some(row) if row.function_name == name => {
+                lock(&self.visited).insert(n);
+                Ok(Some(row.clone()))
+            }
             Some(row) => Err(Error::NonDeterministic {
                 workflow_id: self.id.clone(),
                 function_id: n,

@@ -13,12 +13,18 @@ use std::time::Duration;
 
 impl Runtime {
     /// Connects, migrates, registers, recovers this executor's unfinished workflows and starts
-    /// the dispatcher and schedules. Must be called inside a tokio runtime.
+    /// the dispatcher and schedules. Must be called inside a tokio runtime. With
+    /// [`REPLAY_CHECK_ENV`](crate::REPLAY_CHECK_ENV) set it runs the replay check instead and
+    /// exits the process (see [`Runtime::check_replay`]).
     ///
     /// # Errors
     /// A malformed configuration, an unreachable database, a database migrated by another SDK
     /// to a state we cannot finish, or two workflows registered under one name.
     pub async fn launch(cfg: DbosConfig) -> Result<Runtime> {
+        if let Ok(spec) = std::env::var(crate::replay::REPLAY_CHECK_ENV) {
+            // `dbos workflow replay`: check this build against the records, print, exit.
+            crate::replay::run_from_env(cfg, &spec).await;
+        }
         let rt = Runtime::open(cfg, Mode::Launched).await?;
         start_admin(&rt).await?;
         rt.db().insert_app_version().await?;

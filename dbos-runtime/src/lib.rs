@@ -71,6 +71,7 @@ mod patch;
 mod queue;
 mod recovery;
 mod registry;
+mod replay;
 mod runtime;
 mod scheduler;
 mod serialization;
@@ -90,6 +91,7 @@ pub use error::{Error, PortableError, Result, WorkflowError};
 pub use manage::{ForkOptions, StepInfo, WorkflowFilter, WorkflowInfo};
 pub use metrics::MetricsSnapshot;
 pub use queue::Queue;
+pub use replay::{ReplayReport, ReplayVerdict, REPLAY_CHECK_ENV};
 pub use runtime::Runtime;
 /// The exact decimal type behind [`Numeric`] (re-exported `rust_decimal::Decimal`).
 pub use rust_decimal::Decimal;

@@ -119,6 +119,32 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
                 return Err(Error::WorkflowCancelled(ctx.id.clone()));
             }
             let (n, deadline_at) = context::take_positions(&ctx, deadline)?;
+            if ctx.replay_only {
+                // A replay check: replay what is recorded, run nothing, write nothing.
+                return match ctx.recorded(n, name) {
+                    Ok(Some(row)) => Ok(Site::Workflow(Begun::Recorded(row))),
+                    Ok(None) => {
+                        ctx.stop_replay(context::ReplayStop::EndOfRecords);
+                        Err(Error::ShuttingDown)
+                    }
+                    Err(e) => {
+                        if let Error::NonDeterministic {
+                            function_id,
+                            recorded,
+                            current,
+                            ..
+                        } = &e
+                        {
+                            ctx.stop_replay(context::ReplayStop::Diverged {
+                                function_id: *function_id,
+                                recorded: recorded.clone(),
+                                current: current.clone(),
+                            });
+                        }
+                        Err(e)
+                    }
+                };
+            }
             if let Some(row) = ctx.recorded(n, name)? {
                 return Ok(Site::Workflow(Begun::Recorded(row)));
             }

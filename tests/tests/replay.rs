@@ -1,0 +1,140 @@
+//! The replay check (issue 14, part 3): recorded workflows re-run with today's code against
+//! their checkpoints, nothing executed or written; a workflow whose code now takes another path
+//! is named with the first operation that differs. On SQLite and Postgres, in process (the code
+//! "version" is a switch), and through `DBOS__REPLAY_CHECK` on a launch in another process.
+
+use dbos_runtime::prelude::*;
+use dbos_runtime::{ReplayVerdict, Runtime, WorkflowFilter};
+use dbos_tests::{both_backends, eventually, within, TestDb};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+const T: Duration = Duration::from_secs(20);
+
+fn versions() -> &'static Mutex<HashMap<String, u8>> {
+    static V: OnceLock<Mutex<HashMap<String, u8>>> = OnceLock::new();
+    V.get_or_init(Default::default)
+}
+
+fn version(key: &str) -> u8 {
+    versions()
+        .lock()
+        .expect("versions")
+        .get(key)
+        .copied()
+        .unwrap_or(1)
+}
+
+fn set_version(key: &str, v: u8) {
+    versions()
+        .lock()
+        .expect("versions")
+        .insert(key.to_owned(), v);
+}
+
+fn runs() -> &'static Mutex<HashMap<String, u32>> {
+    static R: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+#[step]
+async fn reserve(key: String) -> Result<u32, Error> {
+    *runs()
+        .lock()
+        .expect("runs")
+        .entry(format!("{key}/reserve"))
+        .or_default() += 1;
+    Ok(1)
+}
+
+#[step]
+async fn charge(key: String) -> Result<u32, Error> {
+    *runs()
+        .lock()
+        .expect("runs")
+        .entry(format!("{key}/charge"))
+        .or_default() += 1;
+    Ok(2)
+}
+
+/// v1: reserve, charge, wait for "ship". v2: charge before reserve. v3: reserve only, no wait.
+#[workflow]
+async fn order(key: String) -> Result<u32, Error> {
+    match version(&key) {
+        1 => {
+            let a = reserve(key.clone()).await?;
+            let b = charge(key.clone()).await?;
+            DBOS::recv::<u8>("ship", Duration::from_secs(60)).await?;
+            Ok(a + b)
+        }
+        2 => {
+            let b = charge(key.clone()).await?;
+            let a = reserve(key.clone()).await?;
+            DBOS::recv::<u8>("ship", Duration::from_secs(60)).await?;
+            Ok(a + b)
+        }
+        _ => reserve(key).await,
+    }
+}
+
+async fn launch(db: &TestDb) -> Runtime {
+    let cfg = db.config("replay-check").with_executor_id("replay-local");
+    within("launch", Runtime::launch(cfg))
+        .await
+        .expect("launch")
+}
+
+both_backends! {
+    async fn reordered_steps_are_named_and_unchanged_code_passes(db: TestDb) {
+        let key = db.url.clone();
+        set_version(&key, 1);
+        let rt = launch(&db).await;
+        rt.start_workflow(order(key.clone()).with_id("o-pending")).await.expect("start");
+        let x = db.inspect().await;
+        let waiting = format!(
+            "SELECT COUNT(*) FROM {}operation_outputs WHERE workflow_uuid = 'o-pending' AND function_name = 'DBOS.sleep'",
+            db.sys()
+        );
+        eventually(T, "o-pending waits", || async { x.scalar(&waiting).await == 1 }).await;
+        let before = runs().lock().expect("runs").clone();
+
+        // Unchanged code: consistent, having replayed both steps (and the recv's deadline).
+        let pending = WorkflowFilter::default();
+        let reports = rt.check_replay(&pending).await.expect("check");
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!(reports[0].workflow_id, "o-pending");
+        assert!(matches!(reports[0].verdict, ReplayVerdict::Consistent { operations } if operations >= 2), "{reports:?}");
+
+        // The two steps swapped: the check names the workflow and the first step.
+        set_version(&key, 2);
+        let reports = rt.check_replay(&pending).await.expect("check");
+        assert_eq!(
+            reports[0].verdict,
+            ReplayVerdict::Diverged {
+                function_id: 1,
+                recorded: "replay::reserve".into(),
+                current: "replay::charge".into(),
+            }
+        );
+        // Nothing ran or was written by either check.
+        assert_eq!(*runs().lock().expect("runs"), before, "a step ran during the check");
+        let rows = format!("SELECT COUNT(*) FROM {}operation_outputs WHERE workflow_uuid = 'o-pending'", db.sys());
+        assert_eq!(x.scalar(&rows).await, 3, "the check wrote a record");
+
+        // A finished workflow checked against code that stops early: the unreached step.
+        set_version(&key, 1);
+        rt.send("o-pending", &1u8, "ship").await.expect("ship");
+        let h = rt.retrieve_workflow::<u32, Error>("o-pending").await.expect("retrieve");
+        assert_eq!(within("o-pending", h.get_result()).await.expect("done"), 3);
+        set_version(&key, 3);
+        let mut done = WorkflowFilter::default();
+        done.statuses.push("SUCCESS".into());
+        let reports = rt.check_replay(&done).await.expect("check");
+        assert_eq!(
+            reports[0].verdict,
+            ReplayVerdict::Unreached { function_id: 2, recorded: "replay::charge".into() },
+            "{reports:?}"
+        );
+        rt.shutdown().await;
+    }
+}
