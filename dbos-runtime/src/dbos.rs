@@ -526,6 +526,32 @@ impl DBOS {
         crate::patch::deprecate_patch(name).await
     }
 
+    /// The current time, recorded: in a workflow body it is an operation (`DBOS.now`) whose
+    /// value a resumed workflow replays, so code that branches on it takes the same path.
+    /// Elsewhere it is the clock. `#[workflow]` refuses `Utc::now()` and the like in a body and
+    /// points here.
+    ///
+    /// # Errors
+    /// As any operation: [`Error::ShuttingDown`], [`Error::WorkflowCancelled`], a database error.
+    pub async fn now() -> Result<chrono::DateTime<chrono::Utc>> {
+        crate::step::run_step_once("DBOS.now", crate::Format::Json, async {
+            Ok::<_, Error>(chrono::Utc::now())
+        })
+        .await
+    }
+
+    /// A random `u64`, recorded: in a workflow body it is an operation (`DBOS.random`) whose
+    /// value a resumed workflow replays. Elsewhere a fresh random value.
+    ///
+    /// # Errors
+    /// As [`DBOS::now`].
+    pub async fn random() -> Result<u64> {
+        crate::step::run_step_once("DBOS.random", crate::Format::Json, async {
+            Ok::<_, Error>(uuid::Uuid::new_v4().as_u64_pair().0)
+        })
+        .await
+    }
+
     /// Sleeps durably: in a workflow the wake-up time is recorded, so a workflow recovered after
     /// a crash sleeps only the remainder. Elsewhere it is a plain sleep.
     pub async fn sleep(duration: Duration) -> Result<()> {

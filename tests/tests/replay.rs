@@ -138,3 +138,40 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+/// Branches on the recorded clock and dice.
+#[workflow]
+async fn stamped() -> Result<(i64, u64, String), Error> {
+    let now = DBOS::now().await?;
+    let dice = DBOS::random().await?;
+    let path = if dice % 2 == 0 { "even" } else { "odd" };
+    DBOS::sleep(Duration::from_millis(1)).await?;
+    Ok((now.timestamp_micros(), dice, path.to_owned()))
+}
+
+both_backends! {
+    async fn recorded_time_and_randomness_replay_their_values(db: TestDb) {
+        let rt = launch(&db).await;
+        let h = rt.start_workflow(stamped().with_id("stamped")).await.expect("start");
+        let first = within("stamped", h.get_result()).await.expect("stamped");
+        // A fork from the sleep replays DBOS.now and DBOS.random: the same values, the same path.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let fork = rt
+            .fork_workflow("stamped", 3, dbos_runtime::ForkOptions::new().workflow_id("stamped-fork"))
+            .await
+            .expect("fork");
+        let f = rt.retrieve_workflow::<(i64, u64, String), Error>(&fork).await.expect("retrieve");
+        assert_eq!(within("fork", f.get_result()).await.expect("fork"), first);
+        let x = db.inspect().await;
+        let names = x
+            .rows(&format!("SELECT function_name FROM {}operation_outputs WHERE workflow_uuid = 'stamped' ORDER BY function_id", db.sys()))
+            .await;
+        let names: Vec<&str> = names.iter().filter_map(|r| r[0].as_deref()).collect();
+        assert_eq!(names, ["DBOS.now", "DBOS.random", "DBOS.sleep"]);
+        // Outside a workflow they are plain values.
+        let a = rt.scope(DBOS::random()).await.expect("random");
+        let b = rt.scope(DBOS::random()).await.expect("random");
+        assert_ne!(a, b);
+        rt.shutdown().await;
+    }
+}

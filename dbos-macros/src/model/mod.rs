@@ -9,9 +9,11 @@
 //! - `attrs`: the function's attributes, ours and the user's;
 //! - `signature`: what the function's signature must be, and its parameters;
 //! - `schedule`: `#[scheduled]`, its cron string and where it may stack;
+//! - `determinism`: calls a workflow body must not make (clock, randomness, spawns, ...);
 //! - `errors`: collecting every misuse of one expansion.
 
 mod attrs;
+mod determinism;
 mod errors;
 mod kind;
 mod options;
@@ -99,6 +101,9 @@ impl Model {
         let Params { tx, params } = signature::check(self.kind, &self.sig, &self.step, &mut errors);
         if self.schedule.is_some() {
             schedule::check_params(self.kind, &self.sig, &params, &mut errors);
+        }
+        if matches!(self.kind, Kind::Workflow | Kind::Scheduled) {
+            determinism::check(&self.sig, &mut self.block, &mut errors);
         }
         errors.finish()?;
         self.tx = tx;

@@ -87,6 +87,8 @@ async fn race(sleep_ms: u64) -> Result<String, Error> {
     };
     // In the body on purpose: every execution that gets past the select says what it took.
     log(&format!("decided {id} {outcome}"))?;
+    // The test's crash switch, deliberately outside any step.
+    #[allow_nondeterminism]
     if let Ok(dir) = std::env::var("DIE_AFTER_DECIDING") {
         // Once per race: the process dies right after the select decided.
         let marker = std::path::Path::new(&dir).join(format!("died-{id}"));

@@ -1,0 +1,23 @@
+use dbos_runtime::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+#[step]
+async fn notify(user: String) -> Result<(), Error> {
+    let _ = user;
+    Ok(())
+}
+
+#[workflow]
+async fn notify_all(users: HashMap<String, u32>) -> Result<(), Error> {
+    for (user, _) in &users {
+        notify(user.clone()).await?;
+    }
+    let seen: HashSet<String> = HashSet::new();
+    let first: Vec<String> = seen.iter().cloned().collect();
+    let again = HashMap::<u32, u32>::new();
+    for _ in again.keys() {}
+    let _ = first;
+    Ok(())
+}
+
+fn main() {}
