@@ -38,6 +38,10 @@ async fn order() -> Result<u32, Error> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DB_URL")?;
+    if std::env::var("MODE").as_deref() == Ok("exit-early") {
+        // An app that exits before its launch (a bad argument, say).
+        return Ok(());
+    }
     DBOS::launch(
         DbosConfig::new("replay-app")
             .with_database_url(&url)

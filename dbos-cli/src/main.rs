@@ -76,18 +76,19 @@ fn replay(filter: &str, app: &[String], json: bool) -> ExitCode {
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|v: &serde_json::Value| v.get("workflow_id").is_some())
         .collect();
-    match out.status.code() {
-        Some(0) | Some(1) => {}
-        _ => {
-            eprintln!(
-                "dbos: {program} did not run the replay check ({}); does it call DBOS::launch?",
-                out.status
-            );
-            return ExitCode::FAILURE;
-        }
-    }
+    let summary = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("replay_check").is_some());
+    let Some(summary) = summary else {
+        eprintln!(
+            "dbos: {program} did not run the replay check ({}); does it call DBOS::launch?",
+            out.status
+        );
+        return ExitCode::from(2);
+    };
     print!("{}", output::replay(json, &reports));
-    if out.status.code() == Some(0) {
+    if summary.get("diverged").and_then(|d| d.as_u64()) == Some(0) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

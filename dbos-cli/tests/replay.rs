@@ -7,22 +7,20 @@ use dbos_tests::{both_backends, TestDb};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// `replay_app`, the example `cargo test` builds next to the `dbos` binary (built here when a
-/// run selected only this test).
+/// `replay_app`, the example next to the `dbos` binary, brought up to date first (a run that
+/// selects only this test does not build examples; a no-op when it is current).
 fn app() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     let dbos = PathBuf::from(env!("CARGO_BIN_EXE_dbos"));
     let dir = dbos.parent().expect("the binary's directory");
     let exe = dir.join("examples").join("replay_app");
     BUILT.call_once(|| {
-        if !exe.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "dbos-cli", "--example", "replay_app"])
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building the replay_app example failed");
-        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "dbos-cli", "--example", "replay_app"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the replay_app example failed");
     });
     assert!(exe.exists(), "{} is not built", exe.display());
     exe
@@ -69,6 +67,16 @@ both_backends! {
             "{out}"
         );
         assert_eq!(x.scalar(&rows).await, before, "the check wrote records");
+        // An app that exits before it launches is not a pass.
+        let early = Command::new(env!("CARGO_BIN_EXE_dbos"))
+            .args(["workflow", "replay", "--"])
+            .arg(app())
+            .env("DB_URL", &db.url)
+            .env("MODE", "exit-early")
+            .output()
+            .expect("run dbos workflow replay");
+        assert_eq!(early.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&early.stderr).contains("did not run the replay check"));
         let status = x.rows(&format!("SELECT status FROM {}workflow_status WHERE workflow_uuid = 'rp-1'", db.sys())).await;
         assert_eq!(status[0][0].as_deref(), Some("PENDING"));
     }

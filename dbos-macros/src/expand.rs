@@ -39,7 +39,11 @@ pub(crate) fn durable(kind: Kind, args: TokenStream, item: TokenStream) -> Token
     }
     match Model::parse(kind, args, &func).and_then(Model::validated) {
         Ok(model) => emit(&model),
-        Err(err) => with_error(without_schedule(func).into_token_stream(), err),
+        Err(err) => {
+            let mut func = without_schedule(func);
+            crate::model::strip_markers(&mut func.block);
+            with_error(func.into_token_stream(), err)
+        }
     }
 }
 

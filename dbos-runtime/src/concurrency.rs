@@ -171,6 +171,15 @@ async fn replay<'a, T: Send + 'a>(
         });
     };
     let group = Group::open(&ctx, width)?;
+    if ctx.replay_only {
+        // A replay check: the losing branches' rows (a deadline, say) are accounted for.
+        for i in (0..width).filter(|i| *i != decided.branch) {
+            let b = group.branch(i, None);
+            for k in 0..decided.span {
+                ctx.mark_visited(b.position(k)?);
+            }
+        }
+    }
     let v = group
         .run(group.branch(decided.branch, None), rt.clone(), winner)
         .await;

@@ -181,14 +181,12 @@ impl DbosConfig {
         self
     }
 
-    /// Turns patching on ([`DbosConfig::enable_patching`]). As in DBOS, the application version
-    /// becomes `PATCHING_ENABLED` unless one was set (here or by `DBOS__APPVERSION`), so new
-    /// builds recover the workflows older ones left in flight.
+    /// Turns patching on ([`DbosConfig::enable_patching`]). The application version stays
+    /// what it is: ours defaults to a fixed `0.0.0` (DBOS Python's default changes with every
+    /// build, which is why it pins `PATCHING_ENABLED` when patching is on), so a new build
+    /// recovers the workflows older ones left in flight as long as the version is not changed.
     pub fn with_patching(mut self) -> Self {
         self.enable_patching = true;
-        if self.application_version == "0.0.0" && std::env::var_os("DBOS__APPVERSION").is_none() {
-            self.application_version = "PATCHING_ENABLED".to_owned();
-        }
         self
     }
 

@@ -118,7 +118,7 @@ pub(crate) struct Branch {
 
 impl Branch {
     /// The position of index `j` of this branch's own sequence.
-    fn position(&self, j: i32) -> Result<i32> {
+    pub(crate) fn position(&self, j: i32) -> Result<i32> {
         let index = j
             .checked_mul(self.width)
             .and_then(|v| v.checked_add(self.base))
@@ -417,6 +417,13 @@ pub(crate) fn branch_fault(why: &str) {
     }
 }
 
+/// Whether the caller is a workflow body under a replay check (which must write nothing).
+pub(crate) fn in_replay_check() -> bool {
+    CURRENT
+        .try_with(|c| c.wf.as_ref().is_some_and(|wf| wf.replay_only))
+        .unwrap_or(false)
+}
+
 /// Whether the caller runs in a branch of a `DBOS::join` or `DBOS::select`.
 pub(crate) fn in_branch() -> bool {
     current_branch().is_some()
@@ -540,8 +547,9 @@ pub(crate) struct WfCtx {
 /// Where a replay check stopped.
 #[derive(Debug, Clone)]
 pub(crate) enum ReplayStop {
-    /// The code began an operation at a position with no record: the end of the history.
-    EndOfRecords,
+    /// The code began operation `name` at `at`, where nothing is recorded: the end of the
+    /// history (unless records follow).
+    EndOfRecords { at: i32, name: String },
     /// The code began `current` where `recorded` was recorded.
     Diverged {
         function_id: i32,
@@ -579,9 +587,21 @@ impl WfCtx {
         ctx
     }
 
-    /// Notes where a replay check stopped (the first stop counts).
+    /// Notes where a replay check stopped: the first divergence counts over any end of the
+    /// records (in a join, one branch may reach its end before another diverges).
     pub(crate) fn stop_replay(&self, stop: ReplayStop) {
-        lock(&self.replay_stop).get_or_insert(stop);
+        let mut current = lock(&self.replay_stop);
+        match (&*current, &stop) {
+            (None, _) | (Some(ReplayStop::EndOfRecords { .. }), ReplayStop::Diverged { .. }) => {
+                *current = Some(stop)
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts the record at `n` as replayed (or owned by an operation in progress).
+    pub(crate) fn mark_visited(&self, n: i32) {
+        lock(&self.visited).insert(n);
     }
 
     /// Where a replay check stopped, if it did.

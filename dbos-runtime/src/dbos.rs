@@ -587,6 +587,10 @@ impl DBOS {
 
     /// [`Runtime::cancel_workflow`] on the current runtime.
     pub async fn cancel_workflow(workflow_id: &str) -> Result<bool> {
+        if context::in_replay_check() {
+            // A replay check runs workflow bodies but must change nothing.
+            return Err(Error::ShuttingDown);
+        }
         crate::context::runtime()?
             .cancel_workflow(workflow_id)
             .await
@@ -594,6 +598,10 @@ impl DBOS {
 
     /// [`Runtime::resume_workflow`] on the current runtime.
     pub async fn resume_workflow(workflow_id: &str) -> Result<bool> {
+        if context::in_replay_check() {
+            // A replay check runs workflow bodies but must change nothing.
+            return Err(Error::ShuttingDown);
+        }
         crate::context::runtime()?
             .resume_workflow(workflow_id)
             .await
@@ -605,6 +613,10 @@ impl DBOS {
         start_step: i32,
         options: ForkOptions,
     ) -> Result<String> {
+        if context::in_replay_check() {
+            // A replay check runs workflow bodies but must change nothing.
+            return Err(Error::ShuttingDown);
+        }
         crate::context::runtime()?
             .fork_workflow(workflow_id, start_step, options)
             .await

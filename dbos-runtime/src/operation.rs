@@ -122,9 +122,22 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
             if ctx.replay_only {
                 // A replay check: replay what is recorded, run nothing, write nothing.
                 return match ctx.recorded(n, name) {
-                    Ok(Some(row)) => Ok(Site::Workflow(Begun::Recorded(row))),
+                    Ok(Some(row)) => {
+                        if let Some(d) = deadline_at {
+                            // Its deadline's record belongs to it (it may not exist).
+                            ctx.mark_visited(d);
+                        }
+                        Ok(Site::Workflow(Begun::Recorded(row)))
+                    }
                     Ok(None) => {
-                        ctx.stop_replay(context::ReplayStop::EndOfRecords);
+                        // An operation in progress owns its deadline's record.
+                        if let Some(d) = deadline_at {
+                            ctx.mark_visited(d);
+                        }
+                        ctx.stop_replay(context::ReplayStop::EndOfRecords {
+                            at: n,
+                            name: name.to_owned(),
+                        });
                         Err(Error::ShuttingDown)
                     }
                     Err(e) => {
@@ -242,7 +255,7 @@ impl Operation {
         if let Some(plan) = self.rt.cut() {
             let step = self.kind_is_step();
             if plan.committed(&self.ctx.id, self.name, step) {
-                self.rt.db().begin_close();
+                self.rt.cut_down();
             }
         }
     }
@@ -252,7 +265,7 @@ impl Operation {
     pub(crate) fn before_record(&self) {
         if let Some(plan) = self.rt.cut() {
             if plan.before_step(&self.ctx.id, self.name) {
-                self.rt.db().begin_close();
+                self.rt.cut_down();
             }
         }
     }

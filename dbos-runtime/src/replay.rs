@@ -148,9 +148,20 @@ impl Runtime {
                 recorded,
                 current,
             },
-            (Some(ReplayStop::EndOfRecords), _) => ReplayVerdict::Consistent {
-                operations: ctx.visited_count(),
-            },
+            (Some(ReplayStop::EndOfRecords { at, name }), _) => {
+                match ctx.unvisited().into_iter().find(|(n, _)| *n > at) {
+                    // Records follow the place the code now begins something new: a recovery
+                    // would run it there and then meet those records under other positions.
+                    Some((later, recorded)) => ReplayVerdict::Diverged {
+                        function_id: at,
+                        recorded: format!("nothing (then {recorded} at {later})"),
+                        current: name,
+                    },
+                    None => ReplayVerdict::Consistent {
+                        operations: ctx.visited_count(),
+                    },
+                }
+            }
             (None, Some(why)) => ReplayVerdict::NotRun { why },
             (None, None) => match ctx.unvisited().into_iter().next() {
                 Some((function_id, recorded)) => ReplayVerdict::Unreached {
@@ -208,15 +219,23 @@ pub(crate) async fn run_from_env(cfg: crate::DbosConfig, spec: &str) -> ! {
     .await;
     match outcome {
         Ok(reports) => {
-            let mut consistent = true;
+            let mut diverged = 0;
             for r in &reports {
-                consistent &= r.is_consistent();
+                if !r.is_consistent() {
+                    diverged += 1;
+                }
                 match serde_json::to_string(r) {
                     Ok(line) => println!("{line}"),
                     Err(e) => eprintln!("replay check: {e}"),
                 }
             }
-            std::process::exit(if consistent { 0 } else { 1 })
+            // The last line says the check ran (an app that exits before its launch prints
+            // none), and what it found.
+            println!(
+                "{}",
+                serde_json::json!({"replay_check": "done", "checked": reports.len(), "diverged": diverged})
+            );
+            std::process::exit(if diverged == 0 { 0 } else { 1 })
         }
         Err(e) => {
             eprintln!("replay check could not run: {e}");

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     stopped: tokio::sync::watch::Sender<bool>,
     /// A checkpoint cut planned by [`crate::testing`].
     cut: Mutex<Option<Arc<crate::cut::Plan>>>,
+    /// Set when that cut happened: the runtime behaves as a killed process, beginning nothing.
+    cut_down: std::sync::atomic::AtomicBool,
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
     /// (an actix-web worker thread, say).
     tokio: tokio::runtime::Handle,
@@ -134,6 +136,7 @@ impl Runtime {
             tokio: tokio::runtime::Handle::current(),
             slot: Mutex::new(slot),
             cut: Mutex::new(None),
+            cut_down: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 
@@ -270,7 +273,16 @@ impl Runtime {
 
     /// Whether shutdown has begun.
     pub(crate) fn is_stopping(&self) -> bool {
-        *self.0.stopping.borrow()
+        *self.0.stopping.borrow() || self.0.cut_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A planned cut happened ([`crate::testing`]): no write commits from now on and no
+    /// operation begins, as if the process had been killed at this instant.
+    pub(crate) fn cut_down(&self) {
+        self.0
+            .cut_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.db.begin_close();
     }
 
     /// Runs `fut` unless shutdown begins first: then [`Error::ShuttingDown`] (for waits that

@@ -197,8 +197,10 @@ impl EveryCheckpoint {
                         return Err(CheckError::Broken { cut, why });
                     }
                     // This run committed fewer checkpoints (one that depends on timing, such
-                    // as a recv's deadline, was not needed): nothing to cut here.
-                    Ran::Uncut(..) => {}
+                    // as a recv's deadline, was not needed): nothing to cut here, but its
+                    // outcome must still pass.
+                    Ran::Uncut(_, Ok(())) => {}
+                    Ran::Uncut(_, Err(why)) => return Err(CheckError::Uncut(why)),
                 }
             }
         }

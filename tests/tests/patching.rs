@@ -120,9 +120,7 @@ both_backends! {
         let key = db.url.clone();
         set_version(&key, 1);
         let rt = launch(&db).await;
-        // Old code: `old` recorded b and waits; `early` is started on the old code too but
-        // stopped before it recorded anything past a (it waits in a step-free recv later, so
-        // both are in flight when the process goes).
+        // Old code: `old` records a and b and waits for "go" when the process goes.
         rt.start_workflow(charge(key.clone(), true).with_id("old")).await.expect("start old");
         recorded(&db, "old", 3).await; // a, b, and the recv's deadline
         assert_eq!(names(&db, "old").await[..2], named(&[(1, "patching::step_a"), (2, "patching::step_b")])[..]);

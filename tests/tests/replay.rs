@@ -57,7 +57,18 @@ async fn charge(key: String) -> Result<u32, Error> {
     Ok(2)
 }
 
+#[step]
+async fn audit(key: String) -> Result<u32, Error> {
+    *runs()
+        .lock()
+        .expect("runs")
+        .entry(format!("{key}/audit"))
+        .or_default() += 1;
+    Ok(0)
+}
+
 /// v1: reserve, charge, wait for "ship". v2: charge before reserve. v3: reserve only, no wait.
+/// v4: reserve, charge, a new audit step, then the wait.
 #[workflow]
 async fn order(key: String) -> Result<u32, Error> {
     match version(&key) {
@@ -73,8 +84,21 @@ async fn order(key: String) -> Result<u32, Error> {
             DBOS::recv::<u8>("ship", Duration::from_secs(60)).await?;
             Ok(a + b)
         }
-        _ => reserve(key).await,
+        3 => reserve(key).await,
+        _ => {
+            let a = reserve(key.clone()).await?;
+            let b = charge(key.clone()).await?;
+            audit(key.clone()).await?;
+            DBOS::recv::<u8>("ship", Duration::from_secs(60)).await?;
+            Ok(a + b)
+        }
     }
+}
+
+/// Sleeps an hour.
+#[workflow]
+async fn napper() -> Result<(), Error> {
+    DBOS::sleep(Duration::from_secs(3600)).await
 }
 
 async fn launch(db: &TestDb) -> Runtime {
@@ -105,6 +129,19 @@ both_backends! {
         assert_eq!(reports[0].workflow_id, "o-pending");
         assert!(matches!(reports[0].verdict, ReplayVerdict::Consistent { operations } if operations >= 2), "{reports:?}");
 
+        // A new step before the waiting recv: a recovery would run it at 3 and then meet the
+        // recv's recorded deadline at 4 under another name.
+        set_version(&key, 4);
+        let reports = rt.check_replay(&pending).await.expect("check");
+        assert_eq!(
+            reports[0].verdict,
+            ReplayVerdict::Diverged {
+                function_id: 3,
+                recorded: "nothing (then DBOS.sleep at 4)".into(),
+                current: "replay::audit".into(),
+            }
+        );
+
         // The two steps swapped: the check names the workflow and the first step.
         set_version(&key, 2);
         let reports = rt.check_replay(&pending).await.expect("check");
@@ -126,15 +163,28 @@ both_backends! {
         rt.send("o-pending", &1u8, "ship").await.expect("ship");
         let h = rt.retrieve_workflow::<u32, Error>("o-pending").await.expect("retrieve");
         assert_eq!(within("o-pending", h.get_result()).await.expect("done"), 3);
-        set_version(&key, 3);
         let mut done = WorkflowFilter::default();
         done.statuses.push("SUCCESS".into());
+        // Unchanged code replays the finished workflow, its recv's deadline included.
+        let reports = rt.check_replay(&done).await.expect("check");
+        assert!(matches!(reports[0].verdict, ReplayVerdict::Consistent { .. }), "{reports:?}");
+        set_version(&key, 3);
         let reports = rt.check_replay(&done).await.expect("check");
         assert_eq!(
             reports[0].verdict,
             ReplayVerdict::Unreached { function_id: 2, recorded: "replay::charge".into() },
             "{reports:?}"
         );
+        // A workflow in an hour-long durable sleep replays at once (the sleep is not waited).
+        rt.start_workflow(napper().with_id("napper")).await.expect("start napper");
+        let slept = format!("SELECT COUNT(*) FROM {}operation_outputs WHERE workflow_uuid = 'napper'", db.sys());
+        eventually(T, "napper sleeps", || async { x.scalar(&slept).await == 1 }).await;
+        let mut nap = WorkflowFilter::default();
+        nap.workflow_ids.push("napper".into());
+        let started = std::time::Instant::now();
+        let reports = rt.check_replay(&nap).await.expect("check");
+        assert!(matches!(reports[0].verdict, ReplayVerdict::Consistent { operations: 1 }), "{reports:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "the check waited out the sleep");
         rt.shutdown().await;
     }
 }

@@ -43,6 +43,18 @@ pub(super) fn check(sig: &Signature, block: &mut Block, errors: &mut Errors) {
     }
 }
 
+/// Removes every `#[allow_nondeterminism]` marker from `block` (checking nothing): for step
+/// bodies, and for the function re-emitted beside an error.
+pub(crate) fn strip(block: &mut Block) {
+    struct Strip;
+    impl VisitMut for Strip {
+        fn visit_attributes_mut(&mut self, attrs: &mut Vec<Attribute>) {
+            attrs.retain(|a| !a.path().is_ident(ALLOW));
+        }
+    }
+    Strip.visit_block_mut(block);
+}
+
 struct Checker {
     /// Names bound to a `HashMap`/`HashSet` in the body.
     hashes: Vec<String>,
@@ -87,6 +99,8 @@ impl VisitMut for Checker {
     }
 
     fn visit_local_mut(&mut self, local: &mut Local) {
+        // The initializer first: in `let m = m.into_iter().collect();` it reads the old `m`.
+        visit_mut::visit_local_mut(self, local);
         let name = match &local.pat {
             Pat::Ident(id) => Some((id.ident.to_string(), None)),
             Pat::Type(t) => match &*t.pat {
@@ -108,7 +122,6 @@ impl VisitMut for Checker {
                 self.hashes.retain(|h| *h != name);
             }
         }
-        visit_mut::visit_local_mut(self, local);
     }
 
     fn visit_expr_call_mut(&mut self, call: &mut ExprCall) {
@@ -129,6 +142,19 @@ impl VisitMut for Checker {
 
     fn visit_expr_method_call_mut(&mut self, call: &mut ExprMethodCall) {
         let method = call.method.to_string();
+        if ORDER_FREE.contains(&method.as_str()) {
+            // `m.values().sum()`: the order does not matter. Check the rest of the chain only.
+            if let Expr::MethodCall(inner) = &mut *call.receiver {
+                if ITERATING.contains(&inner.method.to_string().as_str())
+                    && self.hash_named(&inner.receiver).is_some()
+                {
+                    for arg in inner.args.iter_mut().chain(call.args.iter_mut()) {
+                        self.visit_expr_mut(arg);
+                    }
+                    return;
+                }
+            }
+        }
         let (receiver, method_ident) = (&call.receiver, &call.method);
         if ITERATING.contains(&method.as_str()) {
             if let Some(name) = self.hash_named(&call.receiver) {
@@ -152,6 +178,11 @@ impl VisitMut for Checker {
         visit_mut::visit_expr_for_loop_mut(self, f);
     }
 }
+
+/// Methods whose result does not depend on the order they visit entries in.
+const ORDER_FREE: &[&str] = &[
+    "sum", "product", "count", "len", "any", "all", "max", "min", "contains",
+];
 
 /// Methods that visit a hash map's or set's entries in its (per-process random) order.
 const ITERATING: &[&str] = &[
@@ -205,9 +236,9 @@ fn classify(segs: &[String]) -> Option<String> {
              #[step], or {ADVICE}"
         ));
     }
+    let seeded = matches!(last, "seed_from_u64" | "from_seed");
     if (prev == "Uuid" && matches!(last, "new_v4" | "now_v7" | "now_v1" | "new_v7"))
-        || first == "rand"
-        || first == "fastrand"
+        || ((first == "rand" || first == "fastrand") && !seeded)
     {
         return Some(format!(
             "`{call}()` draws a random value in a workflow body: a resumed workflow draws another \
@@ -237,9 +268,11 @@ fn classify(segs: &[String]) -> Option<String> {
              or {ADVICE}"
         ));
     }
-    if prev == "fs"
-        || (matches!(prev, "File" | "OpenOptions") && matches!(last, "open" | "create" | "new"))
-    {
+    // `std::fs::…`, `tokio::fs::…`, or `fs::…` imported from them; not a module of the
+    // user's that happens to be called `fs` (`storage::fs::save`).
+    let std_fs =
+        prev == "fs" && (n == 2 || matches!(segs[n - 3].as_str(), "std" | "tokio" | "async_std"));
+    if std_fs || (prev == "File" && matches!(last, "open" | "create")) {
         return Some(format!(
             "`{call}` touches the file system in a workflow body: a resumed workflow may find \
              other contents, in another process; do it in a #[step], or {ADVICE}"

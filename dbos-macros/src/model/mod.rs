@@ -28,6 +28,7 @@ use self::errors::Errors;
 use self::options::Options;
 use self::signature::Params;
 
+pub(crate) use self::determinism::strip as strip_markers;
 pub(crate) use self::kind::Kind;
 pub(crate) use self::options::{Isolation, Serialization, StepOptions, TxOptions};
 pub(crate) use self::schedule::{without_schedule, Schedule, Stacked};
@@ -104,6 +105,11 @@ impl Model {
         }
         if matches!(self.kind, Kind::Workflow | Kind::Scheduled) {
             determinism::check(&self.sig, &mut self.block, &mut errors);
+            // Markers the check did not reach (on a match arm, say) go too.
+            determinism::strip(&mut self.block);
+        } else {
+            // Steps may do anything: a marker there is harmless, and removed.
+            determinism::strip(&mut self.block);
         }
         errors.finish()?;
         self.tx = tx;

@@ -16,7 +16,9 @@ async fn notify_all(users: HashMap<String, u32>) -> Result<(), Error> {
     let first: Vec<String> = seen.iter().cloned().collect();
     let again = HashMap::<u32, u32>::new();
     for _ in again.keys() {}
-    let _ = first;
+    // Shadowing reads the map in its own initializer: still flagged.
+    let users: Vec<(String, u32)> = users.into_iter().collect();
+    let _ = (first, users);
     Ok(())
 }
 

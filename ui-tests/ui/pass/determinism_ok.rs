@@ -4,6 +4,23 @@ use dbos_runtime::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+// Stand-ins: a seeded generator (deterministic) and a module of the user's named `fs`.
+mod rand {
+    pub struct SeedableRng;
+    impl SeedableRng {
+        pub fn seed_from_u64(seed: u64) -> u64 {
+            seed
+        }
+    }
+}
+mod storage {
+    pub mod fs {
+        pub fn key() -> u64 {
+            7
+        }
+    }
+}
+
 #[step]
 async fn timed_fetch(key: String) -> Result<u64, Error> {
     let started = Instant::now();
@@ -27,6 +44,9 @@ async fn careful(keys: BTreeMap<String, u64>) -> Result<u64, Error> {
     // A lookup (no iteration) in a HashMap is fine.
     let index: HashMap<u64, u64> = HashMap::new();
     total += index.get(&dice).copied().unwrap_or(0);
+    // Order-free uses of a HashMap's entries are fine.
+    total += index.values().sum::<u64>() + index.len() as u64;
+    total += rand::SeedableRng::seed_from_u64(42) + storage::fs::key();
     fn helper() -> u64 {
         // Not the workflow body.
         std::time::SystemTime::now()
