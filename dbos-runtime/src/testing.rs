@@ -87,6 +87,10 @@ pub struct Report {
     pub checkpoints: Vec<String>,
     /// How many cuts were made and checked (after each checkpoint, and before each step's).
     pub cuts: usize,
+    /// Cuts planned at a checkpoint that run never reached: it committed fewer checkpoints
+    /// than the first run (one that depends on timing, such as a `recv`'s deadline, was not
+    /// needed). Its outcome was still checked.
+    pub skipped: usize,
 }
 
 /// Why a run failed.
@@ -177,7 +181,7 @@ impl EveryCheckpoint {
             Ran::Uncut(seen, Ok(())) => seen,
             Ran::Cut(..) => return Err(CheckError::Harness("the uncut run was cut".into())),
         };
-        let mut cuts = 0;
+        let (mut cuts, mut skipped) = (0, 0);
         for (i, (_, step)) in seen.iter().enumerate() {
             let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
             let mut ats = Vec::new();
@@ -199,7 +203,7 @@ impl EveryCheckpoint {
                     // This run committed fewer checkpoints (one that depends on timing, such
                     // as a recv's deadline, was not needed): nothing to cut here, but its
                     // outcome must still pass.
-                    Ran::Uncut(_, Ok(())) => {}
+                    Ran::Uncut(_, Ok(())) => skipped += 1,
                     Ran::Uncut(_, Err(why)) => return Err(CheckError::Uncut(why)),
                 }
             }
@@ -207,6 +211,7 @@ impl EveryCheckpoint {
         Ok(Report {
             checkpoints: seen.into_iter().map(|(name, _)| name).collect(),
             cuts,
+            skipped,
         })
     }
 

@@ -142,7 +142,10 @@ async fn a_careful_workflow_passes_every_cut(backend: &str) {
         )
         .await
         .unwrap_or_else(|e| panic!("{backend}: {e}"));
-    println!("{backend}: {:?}, {} cuts", report.checkpoints, report.cuts);
+    println!(
+        "{backend}: {:?}, {} cuts, {} skipped",
+        report.checkpoints, report.cuts, report.skipped
+    );
     let names: HashSet<&str> = report.checkpoints.iter().map(String::as_str).collect();
     for want in [
         "every_checkpoint::book",

@@ -62,11 +62,15 @@ async fn checkout_survives_a_crash_at_every_checkpoint(postgres: bool) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     println!(
-        "postgres={postgres}: checkpoints {:?}, {} cuts",
-        report.checkpoints, report.cuts
+        "postgres={postgres}: checkpoints {:?}, {} cuts, {} skipped",
+        report.checkpoints, report.cuts, report.skipped
     );
     assert!(report.checkpoints.len() >= 6, "{:?}", report.checkpoints);
-    assert!(report.cuts >= report.checkpoints.len());
+    // One cut after each checkpoint (the store's checkout has transactions, no steps); a
+    // recv's deadline is a checkpoint only when the payment had not come yet, so that one
+    // may be skipped in a run where it came sooner.
+    assert_eq!(report.cuts + report.skipped, report.checkpoints.len());
+    assert!(report.skipped <= 1, "{} cuts skipped", report.skipped);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
