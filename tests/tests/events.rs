@@ -292,3 +292,67 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A position another execution recorded first: nothing of ours is written.
+
+#[step]
+async fn held(key: String) -> Result<(), Error> {
+    dbos_tests::probe::pass(&key).await;
+    Ok(())
+}
+
+/// Waits at a gate, then sets an event and sends a message; records in `<key>-done` what the
+/// two calls returned.
+#[workflow]
+async fn set_and_send(key: String, dest: String) -> Result<(), Error> {
+    held(key.clone()).await?;
+    let set = DBOS::set_event("k", &"mine").await;
+    let sent = DBOS::send(&dest, &"mine", "t").await;
+    if matches!(set, Err(Error::ConcurrentExecution { .. })) {
+        dbos_tests::probe::bump(&format!("{key}-set-refused"));
+    }
+    if matches!(sent, Err(Error::ConcurrentExecution { .. })) {
+        dbos_tests::probe::bump(&format!("{key}-send-refused"));
+    }
+    dbos_tests::probe::bump(&format!("{key}-done"));
+    Ok(())
+}
+
+#[workflow]
+async fn inbox() -> Result<Option<String>, Error> {
+    DBOS::recv("t", Duration::from_secs(30)).await
+}
+
+both_backends! {
+    async fn a_position_recorded_by_another_execution_writes_no_event_or_message(db: TestDb) {
+        let rt = launch(&db).await;
+        let key = format!("{}-taken", db.url);
+        let x = db.inspect().await;
+        let s = db.sys();
+        rt.scope(DBOS::start_workflow(inbox().with_id("taken-inbox"))).await.expect("start the inbox");
+        rt.scope(DBOS::start_workflow(set_and_send(key.clone(), "taken-inbox".into()).with_id("taken")))
+            .await
+            .expect("start");
+        // While the workflow waits at its gate, "another execution" records positions 2 and 3.
+        for (n, name) in [(2, "DBOS.setEvent"), (3, "DBOS.send")] {
+            x.exec(&format!(
+                "INSERT INTO {s}operation_outputs (workflow_uuid, function_id, function_name, \
+                 started_at_epoch_ms, completed_at_epoch_ms) VALUES ('taken', {n}, '{name}', 1, 1)"
+            ))
+            .await;
+        }
+        dbos_tests::probe::open(&key);
+        eventually(T, "the workflow tried both writes", || {
+            let done = dbos_tests::probe::count(&format!("{key}-done"));
+            async move { done == 1 }
+        })
+        .await;
+        assert_eq!(dbos_tests::probe::count(&format!("{key}-set-refused")), 1, "set_event reported the hand-off");
+        let events = x.scalar(&format!("SELECT COUNT(*) FROM {s}workflow_events WHERE workflow_uuid = 'taken'")).await;
+        let history = x.scalar(&format!("SELECT COUNT(*) FROM {s}workflow_events_history WHERE workflow_uuid = 'taken'")).await;
+        let messages = x.scalar(&format!("SELECT COUNT(*) FROM {s}notifications WHERE destination_uuid = 'taken-inbox'")).await;
+        assert_eq!((events, history, messages), (0, 0, 0), "a handed-off execution wrote an event or a message");
+        rt.shutdown().await;
+    }
+}

@@ -3,13 +3,14 @@
 
 use super::backend::{in_write_tx, on_reader};
 use super::rows::{bind_step, check_step_row, step_write_error};
-use super::{postgres, Backend, StepWrite, SysDb};
+use super::{Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use sqlx::Row;
 
 impl SysDb {
     /// Sets an event (last value wins), its history row and, from a workflow body, the
-    /// marker row, in one transaction; then notifies listeners on Postgres.
+    /// marker row, atomically; on Postgres in one statement that also notifies listeners (at
+    /// commit), and writes the event only when the marker row is new.
     pub(crate) async fn set_event(
         &self,
         workflow: &str,
@@ -19,6 +20,34 @@ impl SysDb {
         marker: Option<&StepWrite<'_>>,
     ) -> Result<()> {
         self.metrics.add_commit();
+        if let Backend::Postgres(b) = &self.sys {
+            // One autocommit statement: the marker, the event, its history and its NOTIFY
+            // (one round trip instead of six).
+            let _pass = b.gate.enter()?;
+            let payload = format!("{workflow}::{key}");
+            return match marker {
+                Some(s) => {
+                    let row = bind_step(&self.q.set_event_marked, s, &self.app_name)
+                        .bind(key)
+                        .bind(value)
+                        .bind(&payload)
+                        .fetch_one(&b.pool)
+                        .await
+                        .map_err(step_write_error(s, "recording a set_event"))?;
+                    check_step_row(s, &row, "recording a set_event")
+                }
+                None => sqlx::query(&self.q.set_event_plain)
+                    .bind(workflow)
+                    .bind(function_id)
+                    .bind(key)
+                    .bind(value)
+                    .bind(&payload)
+                    .execute(&b.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(Error::db("setting an event")),
+            };
+        }
         in_write_tx!(&self.sys, "setting an event", |t| {
             sqlx::query(&self.q.set_event)
                 .bind(workflow)
@@ -43,12 +72,7 @@ impl SysDb {
                 check_step_row(s, &row, "recording a set_event")?;
             }
             Ok::<(), Error>(())
-        })?;
-        if let Backend::Postgres(b) = &self.sys {
-            b.notify(postgres::EVENTS_CHANNEL, &format!("{workflow}::{key}"))
-                .await;
-        }
-        Ok(())
+        })
     }
 
     /// Reads an event's current value and its serialization tag.

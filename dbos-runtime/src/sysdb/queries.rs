@@ -1,6 +1,6 @@
 //! [`Queries`]: the system database's statements, formatted once for a schema prefix.
 
-use super::postgres::STREAMS_CHANNEL;
+use super::postgres::{EVENTS_CHANNEL, STREAMS_CHANNEL};
 use crate::queue::INTERNAL_QUEUE;
 use crate::serialization::PORTABLE_JSON;
 
@@ -40,6 +40,18 @@ pub(super) struct Queries {
     /// Postgres, from a workflow body: the append (`$11`…`$14`: key, value, serialization,
     /// payload) and the marker row (`record_step`'s `$1`…`$10`) in one statement.
     pub(super) write_stream_marked: String,
+    /// Postgres, one autocommit statement: the marker row (`record_step`'s `$1`…`$10`) and,
+    /// only when it was freshly inserted, the event (`$11` key, `$12` value), its history row
+    /// and the event's NOTIFY (`$13` payload, delivered at commit). Returns `record_step`'s
+    /// columns.
+    pub(super) set_event_marked: String,
+    /// Postgres, one autocommit statement: the event (`$1` workflow, `$2` function ID, `$3` key,
+    /// `$4` value), its history row and its NOTIFY (`$5` payload).
+    pub(super) set_event_plain: String,
+    /// Postgres, one autocommit statement: the marker row (`$1`…`$10`) and, only when it was
+    /// freshly inserted, the message (`$11` UUID, `$12` destination, `$13` topic, `$14` text,
+    /// `$15` created at). Returns `record_step`'s columns.
+    pub(super) send_marked: String,
     pub(super) read_stream: String,
     /// A debounce's bounce: the `DELAYED` debounced workflow `$1` on queue `$2` with
     /// deduplication ID `$3` takes inputs `$5` (`$6` their tag) and waits until `$4`, capped
@@ -207,7 +219,57 @@ impl Queries {
                  SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
                  RETURNING completed_at_epoch_ms, function_name, child_workflow_id"
             );
+        // `record_step` that also says whether it inserted the row (`fresh`): a conflict
+        // updates it in place (`xmax` is then this transaction's ID, not 0).
+        let record_step_fresh = format!(
+            "INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, error, \
+             child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, application_name) \
+             VALUES ($1, $2, {guard}, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
+             SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
+             RETURNING completed_at_epoch_ms, function_name, child_workflow_id, (xmax = 0) AS fresh"
+        );
+        let upsert_event = |source: &str, workflow: &str, key: &str, value: &str| {
+            format!(
+                "INSERT INTO {p}workflow_events (workflow_uuid, key, value, serialization) \
+                 SELECT {workflow}, {key}, {value}, '{PORTABLE_JSON}'{source} \
+                 ON CONFLICT (workflow_uuid, key) \
+                 DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization"
+            )
+        };
+        let upsert_history = |source: &str, workflow: &str, id: &str, key: &str, value: &str| {
+            format!(
+                "INSERT INTO {p}workflow_events_history (workflow_uuid, function_id, key, value, serialization) \
+                 SELECT {workflow}, {id}, {key}, {value}, '{PORTABLE_JSON}'{source} \
+                 ON CONFLICT (workflow_uuid, function_id, key) \
+                 DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization"
+            )
+        };
+        let fresh = " FROM m WHERE m.fresh";
+        let set_event_marked = format!(
+            "WITH m AS ({record_step_fresh}), \
+             e AS ({} RETURNING pg_notify('{EVENTS_CHANNEL}', $13)), \
+             h AS ({}) \
+             SELECT completed_at_epoch_ms, function_name, child_workflow_id FROM m",
+            upsert_event(fresh, "$1", "$11", "$12"),
+            upsert_history(fresh, "$1", "$2", "$11", "$12"),
+        );
+        let set_event_plain = format!(
+            "WITH e AS ({} RETURNING pg_notify('{EVENTS_CHANNEL}', $5)) {}",
+            upsert_event("", "$1", "$3", "$4"),
+            upsert_history("", "$1", "$2", "$3", "$4"),
+        );
+        let send_marked = format!(
+            "WITH m AS ({record_step_fresh}), \
+             n AS (INSERT INTO {p}notifications (message_uuid, destination_uuid, topic, message, \
+             created_at_epoch_ms, serialization) SELECT $11, $12, $13, $14, $15, '{PORTABLE_JSON}'{fresh} \
+             ON CONFLICT (message_uuid) DO NOTHING) \
+             SELECT completed_at_epoch_ms, function_name, child_workflow_id FROM m"
+        );
         Queries {
+            set_event_marked,
+            set_event_plain,
+            send_marked,
             enqueue_workflow,
             insert_workflow,
             complete_workflow: complete_workflow(p, pg, me),
