@@ -302,13 +302,17 @@ async fn held(key: String) -> Result<(), Error> {
     Ok(())
 }
 
-/// Waits at a gate, then sets an event and sends a message; records in `<key>-done` what the
-/// two calls returned.
+/// Waits at a gate, then sets an event, sends a message and writes a stream value; records in
+/// probes what the calls returned.
 #[workflow]
 async fn set_and_send(key: String, dest: String) -> Result<(), Error> {
     held(key.clone()).await?;
     let set = DBOS::set_event("k", &"mine").await;
     let sent = DBOS::send(&dest, &"mine", "t").await;
+    let streamed = DBOS::write_stream("s", &"mine").await;
+    if matches!(streamed, Err(Error::ConcurrentExecution { .. })) {
+        dbos_tests::probe::bump(&format!("{key}-stream-refused"));
+    }
     if matches!(set, Err(Error::ConcurrentExecution { .. })) {
         dbos_tests::probe::bump(&format!("{key}-set-refused"));
     }
@@ -335,7 +339,7 @@ both_backends! {
             .await
             .expect("start");
         // While the workflow waits at its gate, "another execution" records positions 2 and 3.
-        for (n, name) in [(2, "DBOS.setEvent"), (3, "DBOS.send")] {
+        for (n, name) in [(2, "DBOS.setEvent"), (3, "DBOS.send"), (4, "DBOS.writeStream")] {
             x.exec(&format!(
                 "INSERT INTO {s}operation_outputs (workflow_uuid, function_id, function_name, \
                  started_at_epoch_ms, completed_at_epoch_ms) VALUES ('taken', {n}, '{name}', 1, 1)"
@@ -352,7 +356,8 @@ both_backends! {
         let events = x.scalar(&format!("SELECT COUNT(*) FROM {s}workflow_events WHERE workflow_uuid = 'taken'")).await;
         let history = x.scalar(&format!("SELECT COUNT(*) FROM {s}workflow_events_history WHERE workflow_uuid = 'taken'")).await;
         let messages = x.scalar(&format!("SELECT COUNT(*) FROM {s}notifications WHERE destination_uuid = 'taken-inbox'")).await;
-        assert_eq!((events, history, messages), (0, 0, 0), "a handed-off execution wrote an event or a message");
+        let values = x.scalar(&format!("SELECT COUNT(*) FROM {s}streams WHERE workflow_uuid = 'taken'")).await;
+        assert_eq!((events, history, messages, values), (0, 0, 0, 0), "a handed-off execution wrote an event, a message or a stream value");
         rt.shutdown().await;
     }
 }

@@ -37,8 +37,9 @@ pub(super) struct Queries {
     /// Appends a stream value (`$1` workflow, `$2` function ID, `$3` key, `$4` value, `$5`
     /// serialization); on Postgres it also notifies readers (`$6` payload), delivered at commit.
     pub(super) write_stream: String,
-    /// Postgres, from a workflow body: the append (`$11`…`$14`: key, value, serialization,
-    /// payload) and the marker row (`record_step`'s `$1`…`$10`) in one statement.
+    /// Postgres, from a workflow body, one autocommit statement: the marker row
+    /// (`record_step`'s `$1`…`$10`) and, only when it was freshly inserted, the append
+    /// (`$11`…`$14`: key, value, serialization, NOTIFY payload).
     pub(super) write_stream_marked: String,
     /// Postgres, one autocommit statement: the marker row (`record_step`'s `$1`…`$10`) and,
     /// only when it was freshly inserted, the event (`$11` key, `$12` value), its history row
@@ -134,7 +135,7 @@ fn dequeue(p: &str, pg: bool, partition: bool) -> String {
 /// The append of a stream value at the next offset, its parameters numbered from `$first`
 /// (key, value, serialization, and on Postgres the NOTIFY payload; `$1` and `$2` are the
 /// workflow and function ID). On Postgres it notifies `dbos_streams_channel` per row inserted.
-fn stream_insert(p: &str, pg: bool, first: u32) -> String {
+fn stream_insert(p: &str, pg: bool, first: u32, source: &str) -> String {
     let (key, value, ser, payload) = (first, first + 1, first + 2, first + 3);
     let notify = if pg {
         format!(" RETURNING pg_notify('{STREAMS_CHANNEL}', ${payload})")
@@ -144,7 +145,7 @@ fn stream_insert(p: &str, pg: bool, first: u32) -> String {
     format!(
         "INSERT INTO {p}streams (workflow_uuid, function_id, key, value, serialization, \"offset\") \
          SELECT $1, $2, ${key}, ${value}, ${ser}, COALESCE((SELECT MAX(\"offset\") FROM {p}streams \
-         WHERE workflow_uuid = $1 AND key = ${key}), -1) + 1{notify}"
+         WHERE workflow_uuid = $1 AND key = ${key}), -1) + 1{source}{notify}"
     )
 }
 
@@ -349,10 +350,11 @@ impl Queries {
                  VALUES ($1, $2, $3, $4, '{PORTABLE_JSON}') ON CONFLICT (workflow_uuid, function_id, key) \
                  DO UPDATE SET value = EXCLUDED.value, serialization = EXCLUDED.serialization"
             ),
-            write_stream: stream_insert(p, pg, 3),
+            write_stream: stream_insert(p, pg, 3, ""),
             write_stream_marked: format!(
-                "WITH s AS ({}) {record_step}",
-                stream_insert(p, pg, 11)
+                "WITH m AS ({record_step_fresh}), s AS ({}) \
+                 SELECT completed_at_epoch_ms, function_name, child_workflow_id FROM m",
+                stream_insert(p, pg, 11, " FROM m WHERE m.fresh")
             ),
             bounce: format!(
                 "UPDATE {p}workflow_status SET delay_until_epoch_ms = CASE \

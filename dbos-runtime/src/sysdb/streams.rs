@@ -41,12 +41,13 @@ impl SysDb {
             attempt += 1;
             self.metrics.add_commit();
             let written = match (&self.sys, marker) {
-                // Postgres: the append, its NOTIFY and the marker in one statement; in a
-                // transaction, so a marker that finds a recorded one rolls the append back.
+                // Postgres: the marker, the append and its NOTIFY in one autocommit statement;
+                // the append happens only when the marker row is new (another execution's
+                // marker writes nothing), and an offset race fails the whole statement.
                 (Backend::Postgres(_), Some(s)) => {
                     // (The bodies are async blocks so that `?` ends the body, not this
                     // function: an offset race must reach the retry below.)
-                    in_write_tx!(&self.sys, "writing to a stream", |t| async {
+                    on_writer!(&self.sys, |t| async {
                         let row = bind_step(&self.q.write_stream_marked, s, &self.app_name)
                             .bind(key)
                             .bind(value)
