@@ -84,7 +84,11 @@ pub(crate) async fn select<'a, T: Send + 'a>(
     };
     let ctx = op.ctx().clone();
     let group = Group::open(&ctx, branches.len())?;
-    let claim = Arc::new(SelectClaim::new(op.position(), now(), branches.len()));
+    let claim = Arc::new(SelectClaim::new(
+        op.position(),
+        crate::sysdb::now_ms(),
+        branches.len(),
+    ));
     let mut running: FuturesUnordered<_> = branches
         .into_iter()
         .enumerate()
@@ -201,14 +205,37 @@ async fn first<T>(branches: Vec<BranchFuture<'_, T>>) -> (usize, T) {
     }
 }
 
-fn now() -> i64 {
-    crate::sysdb::now_ms()
-}
-
 /// Two outputs of different types, as one.
 enum Two<A, B> {
     A(A),
     B(B),
+}
+
+/// Boxes `branches` for [`join`] or [`select`].
+pub(crate) fn boxed<'a, I, F>(branches: I) -> Vec<BranchFuture<'a, F::Output>>
+where
+    I: IntoIterator<Item = F>,
+    F: Future + Send + 'a,
+    F::Output: Send + 'a,
+{
+    branches
+        .into_iter()
+        .map(|f| Box::pin(f) as BranchFuture<'a, F::Output>)
+        .collect()
+}
+
+/// Two branches of different types as branches of one type.
+fn two<'a, A, B>(a: A, b: B) -> Vec<BranchFuture<'a, Two<A::Output, B::Output>>>
+where
+    A: Future + Send + 'a,
+    B: Future + Send + 'a,
+    A::Output: Send + 'a,
+    B::Output: Send + 'a,
+{
+    vec![
+        Box::pin(async move { Two::A(a.await) }),
+        Box::pin(async move { Two::B(b.await) }),
+    ]
 }
 
 /// [`join`] of two branches of different types.
@@ -219,16 +246,10 @@ where
     A::Output: Send + 'a,
     B::Output: Send + 'a,
 {
-    let branches: Vec<BranchFuture<'a, Two<A::Output, B::Output>>> = vec![
-        Box::pin(async move { Two::A(a.await) }),
-        Box::pin(async move { Two::B(b.await) }),
-    ];
-    let mut outputs = join(branches).await?.into_iter();
+    let mut outputs = join(two(a, b)).await?.into_iter();
     match (outputs.next(), outputs.next()) {
         (Some(Two::A(a)), Some(Two::B(b))) => Ok((a, b)),
-        _ => Err(Error::BadInputs(
-            "DBOS::join2 lost a branch's output".into(),
-        )),
+        _ => Err(Error::BadInputs("DBOS::join lost a branch's output".into())),
     }
 }
 
@@ -244,11 +265,7 @@ where
     B::Output: Send + 'a,
 {
     use futures_util::future::Either;
-    let branches: Vec<BranchFuture<'a, Two<A::Output, B::Output>>> = vec![
-        Box::pin(async move { Two::A(a.await) }),
-        Box::pin(async move { Two::B(b.await) }),
-    ];
-    Ok(match select(branches).await?.1 {
+    Ok(match select(two(a, b)).await?.1 {
         Two::A(a) => Either::Left(a),
         Two::B(b) => Either::Right(b),
     })

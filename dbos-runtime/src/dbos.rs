@@ -406,11 +406,7 @@ impl DBOS {
         F: std::future::Future + Send + 'a,
         F::Output: Send + 'a,
     {
-        let boxed = branches
-            .into_iter()
-            .map(|f| Box::pin(f) as crate::concurrency::BranchFuture<'a, F::Output>)
-            .collect();
-        crate::concurrency::join(boxed).await
+        crate::concurrency::join(crate::concurrency::boxed(branches)).await
     }
 
     /// [`DBOS::join_all`] of two branches of different types.
@@ -449,11 +445,7 @@ impl DBOS {
         F: std::future::Future + Send + 'a,
         F::Output: Send + 'a,
     {
-        let boxed = branches
-            .into_iter()
-            .map(|f| Box::pin(f) as crate::concurrency::BranchFuture<'a, F::Output>)
-            .collect();
-        crate::concurrency::select(boxed).await
+        crate::concurrency::select(crate::concurrency::boxed(branches)).await
     }
 
     /// [`DBOS::select_all`] of two branches of different types: `Left` when `a` won, `Right`

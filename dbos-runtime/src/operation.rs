@@ -253,8 +253,7 @@ impl Operation {
     /// stops every further write, as a crash at this instant would.
     pub(crate) fn committed(&self) {
         if let Some(plan) = self.rt.cut() {
-            let step = self.kind_is_step();
-            if plan.committed(&self.ctx.id, self.name, step) {
+            if plan.committed(&self.ctx.id, self.name, self.is_step) {
                 self.rt.cut_down();
             }
         }
@@ -268,11 +267,6 @@ impl Operation {
                 self.rt.cut_down();
             }
         }
-    }
-
-    /// Whether this operation is a step (not a `DBOS.*` operation or a transaction).
-    fn kind_is_step(&self) -> bool {
-        self.is_step
     }
 
     /// Waits for `fut` unless the workflow is cancelled or the runtime shuts down first.

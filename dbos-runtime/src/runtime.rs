@@ -57,7 +57,7 @@ pub(crate) struct Inner {
     /// Set once `shutdown` has finished.
     stopped: tokio::sync::watch::Sender<bool>,
     /// A checkpoint cut planned by [`crate::testing`].
-    cut: Mutex<Option<Arc<crate::cut::Plan>>>,
+    cut: std::sync::OnceLock<Arc<crate::cut::Plan>>,
     /// Set when that cut happened: the runtime behaves as a killed process, beginning nothing.
     cut_down: std::sync::atomic::AtomicBool,
     /// The tokio runtime `launch` ran on: workflows run there, whichever runtime starts them
@@ -135,7 +135,7 @@ impl Runtime {
             admin_addr: Mutex::new(None),
             tokio: tokio::runtime::Handle::current(),
             slot: Mutex::new(slot),
-            cut: Mutex::new(None),
+            cut: std::sync::OnceLock::new(),
             cut_down: std::sync::atomic::AtomicBool::new(false),
         })))
     }
@@ -310,12 +310,14 @@ impl Runtime {
 
     /// Plans a checkpoint cut ([`crate::testing`]).
     pub(crate) fn set_cut(&self, plan: Arc<crate::cut::Plan>) {
-        *lock(&self.0.cut) = Some(plan);
+        // One plan per runtime: the harness launches a fresh runtime for every run.
+        let _ = self.0.cut.set(plan);
     }
 
-    /// The checkpoint cut planned by [`crate::testing`], if any.
-    pub(crate) fn cut(&self) -> Option<Arc<crate::cut::Plan>> {
-        lock(&self.0.cut).clone()
+    /// The checkpoint cut planned by [`crate::testing`], if any (read without a lock: it is
+    /// consulted at every checkpoint).
+    pub(crate) fn cut(&self) -> Option<&Arc<crate::cut::Plan>> {
+        self.0.cut.get()
     }
 
     /// The configuration this runtime was launched with.
