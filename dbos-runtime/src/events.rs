@@ -2,7 +2,7 @@
 
 use crate::context;
 use crate::error::{Error, Result};
-use crate::notify::event_key;
+use crate::notify::{event_key, Delivered};
 use crate::operation::{self, after, Begun, Site};
 use crate::serialization::{self, PORTABLE_JSON};
 use serde::{de::DeserializeOwned, Serialize};
@@ -34,18 +34,26 @@ async fn set_event_here<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<(
                     .set_event(id, n, key, &text, Some(&marker))
                     .await,
             )?;
-            op.rt().notifier().notify(&event_key(id, key));
+            op.rt()
+                .notifier()
+                .notify_value(&event_key(id, key), || portable(&text));
             Ok(())
         }
         Site::InStep(rt, ctx) => {
             rt.db()
                 .set_event(&ctx.id, context::last_position(&ctx), key, &text, None)
                 .await?;
-            rt.notifier().notify(&event_key(&ctx.id, key));
+            rt.notifier()
+                .notify_value(&event_key(&ctx.id, key), || portable(&text));
             Ok(())
         }
         Site::Outside(_) => Err(Error::NotInWorkflow("DBOS::set_event")),
     }
+}
+
+/// An event value as a waiter of this process takes it (events are stored as portable JSON).
+fn portable(text: &str) -> Delivered {
+    std::sync::Arc::new((text.to_owned(), Some(PORTABLE_JSON.to_owned())))
 }
 
 /// Reads event `key` of `workflow_id`, waiting up to `timeout` for it to be set (SYSDB rule 16).
@@ -80,20 +88,30 @@ async fn get_event_here<V: DeserializeOwned>(
         Site::Workflow(Begun::Run(op)) => (op.rt().clone(), Some(op)),
         Site::InStep(rt, _) | Site::Outside(rt) => (rt, None),
     };
-    let waiter = rt.notifier().waiter(event_key(workflow_id, key));
     let db = rt.db();
-    let read = move || async move { db.get_event(workflow_id, key).await };
-    let mut found = read().await?;
-    if found.is_none() && !timeout.is_zero() {
-        found = match &op {
+    let read = move |delivered: Option<Delivered>| async move {
+        match delivered {
+            // Set by this process after the last read found nothing: the newest value then.
+            Some(v) => Ok(Some(v.as_ref().clone())),
+            None => db.get_event(workflow_id, key).await,
+        }
+    };
+    let found = if timeout.is_zero() {
+        read(None).await?
+    } else {
+        // Armed before its first read, so one read decides whether the operation waits.
+        let waiter = rt.notifier().waiter(event_key(workflow_id, key));
+        match &op {
             Some(op) => {
-                let deadline = op.deadline(timeout).await?;
-                op.wait(waiter.until(deadline, read)).await??
+                op.wait(waiter.until_lazy(|| op.deadline(timeout), read))
+                    .await??
             }
-            None => waiter.until(after(start, timeout), read).await?,
-        };
-    }
-    drop(waiter);
+            None => {
+                let end = after(start, timeout);
+                waiter.until_lazy(|| async move { Ok(end) }, read).await?
+            }
+        }
+    };
     if let Some(op) = op {
         let (text, tag) = match &found {
             Some((t, tag)) => (t.as_str(), tag.as_deref().unwrap_or(PORTABLE_JSON)),

@@ -113,16 +113,40 @@ async fn recv_here<T: DeserializeOwned>(
     };
     let db = rt.db();
     let id = op.workflow_id();
-    let present = move || async move { Ok(db.has_message(id, topic).await?.then_some(())) };
-    // Only a recv that has to wait records its deadline: a ready message costs no extra commit.
-    if present().await?.is_none() && !timeout.is_zero() {
-        let deadline = op.deadline(timeout).await?;
-        op.wait(waiter.until(deadline, present)).await??;
+    let select = context::current_select();
+    if timeout.is_zero() {
+        // No wait: the transaction below takes a message that is there or records none.
+    } else if select.is_none() && db.takes_messages_in_one_statement() {
+        // Postgres: each look takes the message and records the recv in one statement, so a
+        // message that is there costs one round trip and no probe.
+        let take = |_| async {
+            match db.take_message(&op.write(None, None, None), topic).await {
+                Ok(Some(taken)) => {
+                    op.committed();
+                    Ok(Some(taken))
+                }
+                other => op.settle_quiet(other),
+            }
+        };
+        let taken = op
+            .wait(waiter.until_lazy(|| op.deadline(timeout), take))
+            .await??;
+        if let Some((text, tag)) = taken {
+            drop(waiter);
+            return serialization::from_json(&text, tag.as_deref(), "a received message");
+        }
+    } else {
+        // Only a recv that has to wait records its deadline: a ready message costs no extra
+        // commit.
+        let present = move |_| async move { Ok(db.has_message(id, topic).await?.then_some(())) };
+        op.wait(waiter.until_lazy(|| op.deadline(timeout), present))
+            .await??;
     }
     let record = op.write(None, None, Some(PORTABLE_JSON));
-    // A recv that is a branch of a DBOS::select records the select's outcome (this branch won)
-    // in the transaction that takes the message: a message is never taken by a losing branch.
-    let select = context::current_select();
+    // The deadline passed (or, on SQLite, a message is there): take it, or record that none
+    // came. A recv that is a branch of a DBOS::select records the select's outcome (this
+    // branch won) in the transaction that takes the message: a message is never taken by a
+    // losing branch.
     let claim_output = match &select {
         Some((claim, index)) => match claim.close_for_self(*index) {
             Some(output) => Some(output),

@@ -31,13 +31,23 @@ pub(crate) struct Notifier {
     closed: AtomicBool,
     /// Waits woken by a notification (not by their deadline or safety net).
     wakeups: std::sync::atomic::AtomicU64,
+    /// Counts [`Notifier::notify_value`] calls: a delivered value is newer than a waiter's
+    /// last check when its number is above the one the waiter read before that check.
+    delivered: std::sync::atomic::AtomicU64,
 }
+
+/// A value written in this process and handed to the waiters of its key with the wake-up, so
+/// that they need not read it back: `(value, serialization)`.
+pub(crate) type Delivered = Arc<(String, Option<String>)>;
 
 #[derive(Default)]
 struct Keys {
     map: HashMap<String, Weak<Notify>>,
     /// Keys held by a `recv` (one receiver per workflow and topic).
     claimed: HashSet<String>,
+    /// The last value delivered to each key that has waiters, with its delivery number;
+    /// dropped with the key's last waiter.
+    values: HashMap<String, (u64, Delivered)>,
 }
 
 impl Default for Notifier {
@@ -48,6 +58,7 @@ impl Default for Notifier {
             waiting: watch::Sender::new(0),
             closed: AtomicBool::new(false),
             wakeups: std::sync::atomic::AtomicU64::new(0),
+            delivered: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -114,6 +125,39 @@ impl Notifier {
         };
         if let Some(n) = n {
             n.notify_waiters();
+        }
+    }
+
+    /// Wakes every task waiting on `key` and hands them `value`, just committed by this
+    /// process: a waiter whose last check found nothing takes it instead of reading the
+    /// database again. Nothing is kept when nobody waits.
+    pub(crate) fn notify_value(&self, key: &str, value: impl FnOnce() -> Delivered) {
+        let n = {
+            let mut keys = self.keys();
+            match keys.map.get(key).map(Weak::upgrade) {
+                Some(Some(n)) => {
+                    let number = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
+                    keys.values.insert(key.to_owned(), (number, value()));
+                    Some(n)
+                }
+                Some(None) => {
+                    keys.map.remove(key);
+                    keys.values.remove(key);
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+
+    /// The value delivered to `key` after delivery number `since`, if any.
+    fn delivered_since(&self, key: &str, since: u64) -> Option<Delivered> {
+        match self.keys().values.get(key) {
+            Some((number, v)) if *number > since => Some(v.clone()),
+            _ => None,
         }
     }
 
@@ -202,24 +246,53 @@ impl Waiter<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
     {
+        self.until_lazy(|| async { Ok(deadline) }, |_| check())
+            .await
+    }
+
+    /// Like [`Waiter::until`], with the deadline computed only when the first check found
+    /// nothing (an operation records its deadline only when it has to wait), and each check
+    /// after a wake-up given the value this process delivered with it
+    /// ([`Notifier::notify_value`]), if one came since the previous check.
+    pub(crate) async fn until_lazy<T, F, Fut, D, DFut>(
+        &self,
+        deadline: D,
+        mut check: F,
+    ) -> Result<Option<T>>
+    where
+        F: FnMut(Option<Delivered>) -> Fut,
+        Fut: Future<Output = Result<Option<T>>>,
+        D: FnOnce() -> DFut,
+        DFut: Future<Output = Result<Instant>>,
+    {
         let Some(notify) = &self.notify else {
             return Ok(None);
         };
+        let mut deadline = Some(deadline);
+        let mut until = None;
+        let mut delivered = None;
         loop {
             let mine = notify.notified();
             let all = self.notifier.everyone.notified();
             tokio::pin!(mine, all);
             mine.as_mut().enable();
             all.as_mut().enable();
+            // Read after arming: a value delivered from now on is newer than this check.
+            let since = self.notifier.delivered.load(Ordering::SeqCst);
             self.notifier.check_open()?;
-            if let Some(v) = check().await? {
+            if let Some(v) = check(delivered.take()).await? {
                 return Ok(Some(v));
             }
+            let end = match (until, deadline.take()) {
+                (Some(end), _) => end,
+                (None, Some(d)) => *until.insert(d().await?),
+                (None, None) => return Ok(None),
+            };
             let now = Instant::now();
-            if now >= deadline {
+            if now >= end {
                 return Ok(None);
             }
-            let nap = tokio::time::sleep_until(deadline.min(now + SAFETY_NET));
+            let nap = tokio::time::sleep_until(end.min(now + SAFETY_NET));
             let woken = tokio::select! {
                 _ = mine => true,
                 _ = all => true,
@@ -227,6 +300,7 @@ impl Waiter<'_> {
             };
             if woken {
                 self.notifier.wakeups.fetch_add(1, Ordering::Relaxed);
+                delivered = self.notifier.delivered_since(&self.key, since);
             }
         }
     }
@@ -245,6 +319,7 @@ impl Drop for Waiter<'_> {
             .is_some_and(|w| w.strong_count() == 0)
         {
             keys.map.remove(&self.key);
+            keys.values.remove(&self.key);
         }
         drop(keys);
         self.notifier
@@ -327,6 +402,41 @@ mod tests {
             "the waiter is uncounted once dropped"
         );
         assert!(n.keys().map.is_empty(), "no key is left behind");
+    }
+
+    #[tokio::test]
+    async fn a_value_delivered_after_a_miss_reaches_the_check_but_an_older_one_does_not() {
+        let n = Arc::new(Notifier::default());
+        let value = |v: &str| -> Delivered { Arc::new((v.to_owned(), None)) };
+        // Nobody waits: nothing is kept.
+        n.notify_value("e:wf::k", || value("unseen"));
+        assert!(n.keys().values.is_empty());
+        let w = n.waiter("e:wf::k".into());
+        // Delivered before the waiter's first check: that check reads the database instead.
+        n.notify_value("e:wf::k", || value("old"));
+        let mut seen = Vec::new();
+        let n2 = n.clone();
+        let got = w
+            .until_lazy(
+                || async { Ok(Instant::now() + Duration::from_secs(5)) },
+                |delivered: Option<Delivered>| {
+                    seen.push(delivered.as_ref().map(|d| d.0.clone()));
+                    if seen.len() == 1 {
+                        n2.notify_value("e:wf::k", || value("new"));
+                    }
+                    let found = delivered.map(|d| d.0.clone());
+                    async move { Ok(found) }
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some("new"));
+        assert_eq!(seen, vec![None, Some("new".to_owned())]);
+        drop(w);
+        assert!(
+            n.keys().values.is_empty(),
+            "the value left with the last waiter"
+        );
     }
 
     #[test]

@@ -626,3 +626,51 @@ async fn a_message_sent_while_listen_is_down_still_wakes_the_receiver() {
     );
     rt.shutdown().await;
 }
+
+/// Waits for a message; records in a probe that the recv was refused as handed off.
+#[workflow]
+async fn refused_inbox(key: String) -> Result<Option<String>, Error> {
+    let got = DBOS::recv::<String>("t", Duration::from_secs(30)).await;
+    if matches!(got, Err(Error::ConcurrentExecution { .. })) {
+        dbos_tests::probe::bump(&format!("{key}-refused"));
+    }
+    got
+}
+
+both_backends! {
+    async fn a_recv_whose_position_another_execution_recorded_takes_no_message(db: TestDb) {
+        let rt = launch(&db).await;
+        let x = db.inspect().await;
+        let s = db.sys();
+        let key = format!("{}-taken-recv", db.url);
+        rt.scope(DBOS::start_workflow(refused_inbox(key.clone()).with_id("taken-recv")))
+            .await
+            .expect("start");
+        // The recv waits: its deadline is recorded at the next position.
+        recorded(&x, &db, "taken-recv", 2, "DBOS.sleep").await;
+        // "Another execution" records the recv's position; then the message comes and wakes
+        // the waiter, whose attempt to take it must fail as a whole.
+        x.exec(&format!(
+            "INSERT INTO {s}operation_outputs (workflow_uuid, function_id, function_name, output, \
+             serialization, started_at_epoch_ms, completed_at_epoch_ms) \
+             VALUES ('taken-recv', 1, 'DBOS.recv', '\"theirs\"', 'portable_json', 1, 1)"
+        ))
+        .await;
+        rt.scope(DBOS::send("taken-recv", &"mine", "t")).await.expect("send");
+        eventually(T, "the recv was refused", || {
+            let refused = dbos_tests::probe::count(&format!("{key}-refused"));
+            async move { refused == 1 }
+        })
+        .await;
+        let unread = count(&x, &format!(
+            "SELECT COUNT(*) FROM {s}notifications WHERE destination_uuid = 'taken-recv' AND NOT consumed"
+        )).await;
+        assert_eq!(unread, 1, "a handed-off recv consumed the message");
+        let ours = count(&x, &format!(
+            "SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid = 'taken-recv' \
+             AND function_id = 1 AND output = '\"mine\"'"
+        )).await;
+        assert_eq!(ours, 0, "the recv's record is the other execution's");
+        rt.shutdown().await;
+    }
+}

@@ -112,6 +112,60 @@ impl SysDb {
         })
     }
 
+    /// Whether [`SysDb::take_message`] can take a message in one statement (Postgres).
+    pub(crate) fn takes_messages_in_one_statement(&self) -> bool {
+        matches!(self.sys, Backend::Postgres(_))
+    }
+
+    /// Postgres: takes the oldest message on `topic` and records the `recv` step with it in one
+    /// autocommit statement (one round trip): a message is delivered exactly once. `Ok(None)`
+    /// when no message waits; then nothing is written. A position another execution recorded
+    /// is [`Error::ConcurrentExecution`] and leaves the message unconsumed. On SQLite, use
+    /// [`SysDb::consume_message`].
+    pub(crate) async fn take_message(
+        &self,
+        step: &StepWrite<'_>,
+        topic: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let Backend::Postgres(b) = &self.sys else {
+            return Err(Error::BadInputs(
+                "take_message is Postgres only; SQLite consumes in a transaction".into(),
+            ));
+        };
+        let _pass = b.gate.enter()?;
+        let row = sqlx::query(&self.q.take_message)
+            .bind(step.workflow_id)
+            .bind(step.function_id)
+            .bind(step.function_name)
+            .bind(step.started_at_ms)
+            .bind(step.completed_at_ms)
+            .bind(&self.app_name)
+            .bind(topic)
+            .fetch_optional(&b.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db)
+                    if db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
+                {
+                    Error::ConcurrentExecution {
+                        workflow_id: step.workflow_id.to_owned(),
+                        function_id: step.function_id,
+                    }
+                }
+                _ => step_write_error(step, "receiving a message")(e),
+            })?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        self.metrics.add_commit();
+        let get = |i| {
+            row.try_get::<Option<String>, _>(i)
+                .map_err(Error::db("receiving a message"))
+        };
+        let text = get(0)?.unwrap_or_else(|| "null".to_owned());
+        Ok(Some((text, get(1)?)))
+    }
+
     /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or
     /// with JSON `null`) in one transaction: a message is delivered exactly once. `claim` is the
     /// record of a `DBOS::select` this `recv` wins, written in the same transaction: a select

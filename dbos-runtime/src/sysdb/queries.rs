@@ -53,6 +53,13 @@ pub(super) struct Queries {
     /// freshly inserted, the message (`$11` UUID, `$12` destination, `$13` topic, `$14` text,
     /// `$15` created at). Returns `record_step`'s columns.
     pub(super) send_marked: String,
+    /// Postgres, one autocommit statement: takes the oldest unconsumed message (`$1` workflow,
+    /// `$7` topic) and records the `recv` at `$2` (`$3` name, `$4` started, `$5` completed, `$6`
+    /// application) holding it. Returns the message and its serialization, or no row when none
+    /// waits (nothing is written). A position another execution recorded is a unique violation
+    /// and the cancel guard a NOT NULL violation: either fails the whole statement, so the
+    /// message stays unconsumed.
+    pub(super) take_message: String,
     pub(super) read_stream: String,
     /// A debounce's bounce: the `DELAYED` debounced workflow `$1` on queue `$2` with
     /// deduplication ID `$3` takes inputs `$5` (`$6` their tag) and waits until `$4`, capped
@@ -267,7 +274,20 @@ impl Queries {
              ON CONFLICT (message_uuid) DO NOTHING) \
              SELECT completed_at_epoch_ms, function_name, child_workflow_id FROM m"
         );
+        let take_message = format!(
+            "WITH c AS (UPDATE {p}notifications SET consumed = TRUE WHERE message_uuid = (\
+             SELECT message_uuid FROM {p}notifications WHERE destination_uuid = $1 AND topic = $7 \
+             AND NOT consumed ORDER BY created_at_epoch_ms, message_uuid LIMIT 1) AND NOT consumed \
+             RETURNING message, serialization), \
+             m AS (INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, \
+             error, child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, \
+             application_name) SELECT $1, $2, {guard}, c.message, NULL, NULL, \
+             COALESCE(c.serialization, '{PORTABLE_JSON}'), $4, $5, $6 FROM c \
+             RETURNING completed_at_epoch_ms) \
+             SELECT c.message, c.serialization FROM c, m"
+        );
         Queries {
+            take_message,
             set_event_marked,
             set_event_plain,
             send_marked,
