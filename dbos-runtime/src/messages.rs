@@ -118,19 +118,46 @@ async fn recv_here<T: DeserializeOwned>(
         // No wait: the transaction below takes a message that is there or records none.
     } else if select.is_none() && db.takes_messages_in_one_statement() {
         // Postgres: each look takes the message and records the recv in one statement, so a
-        // message that is there costs one round trip and no probe.
-        let take = |_| async {
-            match db.take_message(&op.write(None, None, None), topic).await {
-                Ok(Some(taken)) => {
-                    op.committed();
-                    Ok(Some(taken))
+        // message that is there costs one round trip and no probe. The first look also
+        // records the deadline when nothing is there (unless an earlier execution did).
+        let mut first = op.unrecorded_deadline()?;
+        let wake = operation::wake(timeout)?;
+        let recorded_first = std::sync::atomic::AtomicBool::new(false);
+        let take = |_| {
+            let first = first.take();
+            let (op, wake, recorded_first) = (&op, &wake, &recorded_first);
+            async move {
+                let step = op.write(None, None, None);
+                let taken = match &first {
+                    Some(sleep) => {
+                        let mut d = sleep.write(Some(&wake.output), None, Some(PORTABLE_JSON));
+                        (d.started_at_ms, d.completed_at_ms) = (wake.now_ms, wake.now_ms);
+                        let r = db.take_message_or_deadline(&step, topic, &d).await;
+                        if matches!(r, Ok(None)) {
+                            sleep.committed();
+                            recorded_first.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        r
+                    }
+                    None => db.take_message(&step, topic).await,
+                };
+                match taken {
+                    Ok(Some(taken)) => {
+                        op.committed();
+                        Ok(Some(taken))
+                    }
+                    other => op.settle_quiet(other),
                 }
-                other => op.settle_quiet(other),
             }
         };
-        let taken = op
-            .wait(waiter.until_lazy(|| op.deadline(timeout), take))
-            .await??;
+        let deadline = || async {
+            if recorded_first.load(std::sync::atomic::Ordering::Relaxed) {
+                Ok(wake.at)
+            } else {
+                op.deadline(timeout).await
+            }
+        };
+        let taken = op.wait(waiter.until_lazy(deadline, take)).await??;
         if let Some((text, tag)) = taken {
             drop(waiter);
             return serialization::from_json(&text, tag.as_deref(), "a received message");

@@ -371,24 +371,68 @@ impl Operation {
         sleep.record_wake(d, Stamp::AtWrite).await
     }
 
+    /// The `DBOS.sleep` operation at this operation's deadline position when no earlier
+    /// execution recorded it: the caller writes it with [`wake`], together with its own
+    /// first look (one statement), and calls [`Operation::committed`] on it.
+    pub(crate) fn unrecorded_deadline(&self) -> Result<Option<Operation>> {
+        let Some(m) = self.deadline_at else {
+            return Ok(None);
+        };
+        if self.ctx.recorded(m, SLEEP)?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Operation {
+            rt: self.rt.clone(),
+            ctx: self.ctx.clone(),
+            n: m,
+            deadline_at: None,
+            name: SLEEP,
+            started_ms: now_ms(),
+            is_step: false,
+        }))
+    }
+
     /// For a `DBOS.sleep` operation: records the wake-up `now + d` and returns it on the tokio
     /// clock (SYSDB.md rule 18); `stamp` says which time `completed_at_epoch_ms` carries.
     pub(crate) async fn record_wake(&self, d: Duration, stamp: Stamp) -> Result<Instant> {
-        let start = Instant::now();
-        let now = now_ms();
-        let wake_ms = now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
-        let output = serde_json::Number::from_f64(wake_ms as f64 / 1000.0)
-            .map(|n| n.to_string())
-            .ok_or_else(|| Error::BadInputs("sleep duration out of range".into()))?;
-        let mut row = self.write(Some(&output), None, Some(PORTABLE_JSON));
-        row.started_at_ms = now;
+        let w = wake(d)?;
+        let mut row = self.write(Some(&w.output), None, Some(PORTABLE_JSON));
+        row.started_at_ms = w.now_ms;
         row.completed_at_ms = match stamp {
-            Stamp::AtWake => wake_ms,
-            Stamp::AtWrite => now,
+            Stamp::AtWake => w.wake_ms,
+            Stamp::AtWrite => w.now_ms,
         };
         self.settle(self.rt.db().record_step(&row).await)?;
-        Ok(after(start, d))
+        Ok(w.at)
     }
+}
+
+/// A wake-up `d` from now, as a `DBOS.sleep` row holds it.
+pub(crate) struct Wake {
+    /// The row's output: the wake-up in epoch seconds (JSON).
+    pub(crate) output: String,
+    /// The wall clock now (the row's start, and its completion for [`Stamp::AtWrite`]).
+    pub(crate) now_ms: i64,
+    /// The wake-up on the wall clock.
+    pub(crate) wake_ms: i64,
+    /// The wake-up on the tokio clock.
+    pub(crate) at: Instant,
+}
+
+/// The wake-up `d` from now.
+pub(crate) fn wake(d: Duration) -> Result<Wake> {
+    let start = Instant::now();
+    let now = now_ms();
+    let wake_ms = now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2));
+    let output = serde_json::Number::from_f64(wake_ms as f64 / 1000.0)
+        .map(|n| n.to_string())
+        .ok_or_else(|| Error::BadInputs("sleep duration out of range".into()))?;
+    Ok(Wake {
+        output,
+        now_ms: now,
+        wake_ms,
+        at: after(start, d),
+    })
 }
 
 /// Waits for `fut` in workflow `ctx`'s body: a cancel of the workflow ends the wait with

@@ -1,11 +1,25 @@
 //! `SysDb`'s message operations: `send` and `recv` on the `notifications` table.
 
 use super::backend::{in_write_tx, on_reader};
-use super::rows::{bind_step, check_step_row, step_write_error};
+use super::rows::{bind_step, check_step_row, check_step_written, step_write_error};
 use super::{is_fk_violation, now_ms, Backend, StepWrite, SysDb};
 use crate::error::{Error, Result};
 use crate::serialization::PORTABLE_JSON;
 use sqlx::Row;
+
+/// The error of a statement that takes a message and records `step`: a position another
+/// execution recorded first is a unique violation, the cancel guard a NOT NULL violation.
+fn take_error(step: &StepWrite<'_>, e: sqlx::Error) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            Error::ConcurrentExecution {
+                workflow_id: step.workflow_id.to_owned(),
+                function_id: step.function_id,
+            }
+        }
+        _ => step_write_error(step, "receiving a message")(e),
+    }
+}
 
 /// The topic DBOS stores for `send` without a topic.
 pub(crate) const NULL_TOPIC: &str = "__null__topic__";
@@ -143,17 +157,7 @@ impl SysDb {
             .bind(topic)
             .fetch_optional(&b.pool)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db)
-                    if db.kind() == sqlx::error::ErrorKind::UniqueViolation =>
-                {
-                    Error::ConcurrentExecution {
-                        workflow_id: step.workflow_id.to_owned(),
-                        function_id: step.function_id,
-                    }
-                }
-                _ => step_write_error(step, "receiving a message")(e),
-            })?;
+            .map_err(|e| take_error(step, e))?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -164,6 +168,48 @@ impl SysDb {
         };
         let text = get(0)?.unwrap_or_else(|| "null".to_owned());
         Ok(Some((text, get(1)?)))
+    }
+
+    /// Postgres: [`SysDb::take_message`] for a recv's first look, which records the recv's
+    /// deadline (`deadline`, a `DBOS.sleep` row) in the same statement when no message waits.
+    /// `Ok(None)`: nothing was there and the deadline is recorded. A deadline another
+    /// execution recorded first is [`Error::ConcurrentExecution`].
+    pub(crate) async fn take_message_or_deadline(
+        &self,
+        step: &StepWrite<'_>,
+        topic: &str,
+        deadline: &StepWrite<'_>,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let Backend::Postgres(b) = &self.sys else {
+            return Err(Error::BadInputs(
+                "take_message_or_deadline is Postgres only".into(),
+            ));
+        };
+        let _pass = b.gate.enter()?;
+        let row = sqlx::query(&self.q.take_message_or_deadline)
+            .bind(step.workflow_id)
+            .bind(step.function_id)
+            .bind(step.function_name)
+            .bind(step.started_at_ms)
+            .bind(step.completed_at_ms)
+            .bind(&self.app_name)
+            .bind(topic)
+            .bind(deadline.function_id)
+            .bind(deadline.output)
+            .bind(deadline.completed_at_ms)
+            .fetch_one(&b.pool)
+            .await
+            .map_err(|e| take_error(step, e))?;
+        self.metrics.add_commit();
+        let doing = "receiving a message";
+        let kind: String = row.try_get(0).map_err(Error::db(doing))?;
+        if kind == "taken" {
+            let text: Option<String> = row.try_get(1).map_err(Error::db(doing))?;
+            let tag: Option<String> = row.try_get(2).map_err(Error::db(doing))?;
+            return Ok(Some((text.unwrap_or_else(|| "null".to_owned()), tag)));
+        }
+        check_step_written(deadline, row.try_get(3).map_err(Error::db(doing))?)?;
+        Ok(None)
     }
 
     /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or

@@ -60,6 +60,11 @@ pub(super) struct Queries {
     /// and the cancel guard a NOT NULL violation: either fails the whole statement, so the
     /// message stays unconsumed.
     pub(super) take_message: String,
+    /// `take_message` for a recv's first look, which also records its deadline when no
+    /// message waits: the `DBOS.sleep` at `$8` holding `$9` (the wake-up), written at `$10`,
+    /// as `record_step` writes it. Returns `('taken', message, serialization, NULL)` or
+    /// `('deadline', NULL, NULL, completed_at_epoch_ms of the sleep row)`.
+    pub(super) take_message_or_deadline: String,
     pub(super) read_stream: String,
     /// A debounce's bounce: the `DELAYED` debounced workflow `$1` on queue `$2` with
     /// deduplication ID `$3` takes inputs `$5` (`$6` their tag) and waits until `$4`, capped
@@ -274,8 +279,8 @@ impl Queries {
              ON CONFLICT (message_uuid) DO NOTHING) \
              SELECT completed_at_epoch_ms, function_name, child_workflow_id FROM m"
         );
-        let take_message = format!(
-            "WITH c AS (UPDATE {p}notifications SET consumed = TRUE WHERE message_uuid = (\
+        let take = format!(
+            "c AS (UPDATE {p}notifications SET consumed = TRUE WHERE message_uuid = (\
              SELECT message_uuid FROM {p}notifications WHERE destination_uuid = $1 AND topic = $7 \
              AND NOT consumed ORDER BY created_at_epoch_ms, message_uuid LIMIT 1) AND NOT consumed \
              RETURNING message, serialization), \
@@ -283,11 +288,26 @@ impl Queries {
              error, child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, \
              application_name) SELECT $1, $2, {guard}, c.message, NULL, NULL, \
              COALESCE(c.serialization, '{PORTABLE_JSON}'), $4, $5, $6 FROM c \
+             RETURNING completed_at_epoch_ms)"
+        );
+        let take_message = format!("WITH {take} SELECT c.message, c.serialization FROM c, m");
+        // The deadline row is a `DBOS.sleep` (SYSDB rule 14).
+        let sleep_guard = guard.replace("$3", "'DBOS.sleep'");
+        let take_message_or_deadline = format!(
+            "WITH {take}, \
+             d AS (INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, \
+             error, child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, \
+             application_name) SELECT $1, $8, {sleep_guard}, $9, NULL, NULL, '{PORTABLE_JSON}', $10, $10, $6 \
+             WHERE NOT EXISTS (SELECT 1 FROM c) \
+             ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
+             SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
              RETURNING completed_at_epoch_ms) \
-             SELECT c.message, c.serialization FROM c, m"
+             SELECT 'taken' AS kind, c.message, c.serialization, NULL::BIGINT AS completed FROM c, m \
+             UNION ALL SELECT 'deadline', NULL, NULL, d.completed_at_epoch_ms FROM d"
         );
         Queries {
             take_message,
+            take_message_or_deadline,
             set_event_marked,
             set_event_plain,
             send_marked,

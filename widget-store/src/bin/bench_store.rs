@@ -9,10 +9,25 @@
 //! ```
 //!
 //! Options: `--customers 1,16,64`, `--seconds 10` (measured per level, after `--warmup 2`),
-//! `--kills 10`, `--store PATH` (default: the `widget-store` next to this binary). Postgres is
-//! `DBOS_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`); the database
-//! `bench_store` there is dropped and created. The widget's inventory is set to a billion
-//! before each level so that nobody meets a sold-out store.
+//! `--kills 10`, `--store PATH` (default: the `widget-store` next to this binary; give it twice
+//! to compare two builds in one run: both stores run side by side, each on its own database,
+//! and take turns at every level). Postgres is `DBOS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432`); the databases `bench_store_0` (and `_1`) there are
+//! dropped and created. The widget's inventory is set to a billion before each level so that
+//! nobody meets a sold-out store.
+//!
+//! Besides flows/s and latency, each level reports per flow (checkout + payment):
+//! - `app ms`: CPU time of the store's worker process (user + system, from `/proc`);
+//! - `pg ms`: CPU time of all Postgres server processes (Postgres only);
+//! - `commits`: the runtime's own count of committed transactions (its `/metrics`);
+//! - `xids` (Postgres): transaction IDs Postgres assigned, that is write transactions as the
+//!   server counts them.
+//!
+//! On Postgres, `--statements 20` (the default; 0 turns it off) then counts the statements
+//! one customer's flows send, from the server's statement log: the database is set to
+//! `log_statement = all`, the worker is restarted so that its connections take it, and the
+//! lines the server logs for that database are counted in `--pg-log` (default
+//! `/var/log/postgresql/postgresql-15-main.log`, Debian's).
 
 #[path = "../../tests/support/http.rs"]
 #[allow(dead_code)]
@@ -35,7 +50,9 @@ struct Options {
     seconds: f64,
     warmup: f64,
     kills: usize,
-    store: PathBuf,
+    stores: Vec<PathBuf>,
+    statements: usize,
+    pg_log: PathBuf,
 }
 
 fn options() -> Result<Options, BoxError> {
@@ -46,7 +63,9 @@ fn options() -> Result<Options, BoxError> {
         seconds: 10.0,
         warmup: 2.0,
         kills: 10,
-        store: exe.with_file_name("widget-store"),
+        stores: Vec::new(),
+        statements: 20,
+        pg_log: "/var/log/postgresql/postgresql-15-main.log".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -66,16 +85,25 @@ fn options() -> Result<Options, BoxError> {
             "--seconds" => o.seconds = value()?.parse()?,
             "--warmup" => o.warmup = value()?.parse()?,
             "--kills" => o.kills = value()?.parse()?,
-            "--store" => o.store = value()?.into(),
+            "--store" => o.stores.push(value()?.into()),
+            "--statements" => o.statements = value()?.parse()?,
+            "--pg-log" => o.pg_log = value()?.into(),
             "-h" | "--help" => {
                 println!(
                     "bench_store [--backend sqlite|postgres] [--customers 1,16,64] [--seconds 10] \
-                     [--warmup 2] [--kills 10] [--store PATH]"
+                     [--warmup 2] [--kills 10] [--store PATH [--store PATH]] [--statements 20] \
+                     [--pg-log PATH]"
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown option {other} (try --help)").into()),
         }
+    }
+    if o.stores.is_empty() {
+        o.stores.push(exe.with_file_name("widget-store"));
+    }
+    if o.stores.len() > 2 {
+        return Err("--store compares at most two builds".into());
     }
     Ok(o)
 }
@@ -83,14 +111,19 @@ fn options() -> Result<Options, BoxError> {
 /// The store under test: its supervisor leads a process group, SIGKILLed on drop.
 struct Store {
     addr: SocketAddr,
+    admin: SocketAddr,
     db_url: String,
+    /// The Postgres database's name (Postgres only).
+    db_name: String,
     supervisor: Child,
     dir: PathBuf,
 }
 
 impl Store {
-    async fn start(o: &Options) -> Result<Store, BoxError> {
-        let dir = std::env::temp_dir().join(format!("bench-store-{}", std::process::id()));
+    async fn start(o: &Options, index: usize) -> Result<Store, BoxError> {
+        let path = &o.stores[index];
+        let dir =
+            std::env::temp_dir().join(format!("bench-store-{}-{index}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let db_url = if o.postgres {
@@ -98,24 +131,25 @@ impl Store {
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
-            sqlx::raw_sql("DROP DATABASE IF EXISTS bench_store WITH (FORCE)")
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS bench_store_{index} WITH (FORCE)"))
                 .execute(&mut conn)
                 .await?;
-            sqlx::raw_sql("CREATE DATABASE bench_store")
+            sqlx::raw_sql(&format!("CREATE DATABASE bench_store_{index}"))
                 .execute(&mut conn)
                 .await?;
-            format!("{server}/bench_store")
+            format!("{server}/bench_store_{index}")
         } else {
             format!("sqlite://{}/widget_store.sqlite", dir.display())
         };
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let admin = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let log = std::fs::File::create(dir.join("store.log"))?;
-        let mut cmd = Command::new(&o.store);
+        let mut cmd = Command::new(path);
         cmd.current_dir(&dir)
             .env("HOST", "127.0.0.1")
             .env("PORT", addr.port().to_string())
             .env("RUST_LOG", "warn")
-            .env("DBOS_ADMIN_PORT", "off")
+            .env("DBOS_ADMIN_PORT", admin.port().to_string())
             .env_remove("DBOS_DATABASE_URL")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -126,9 +160,11 @@ impl Store {
         }
         let supervisor = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", o.store.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", path.display()))?;
         let store = Store {
             addr,
+            admin,
+            db_name: format!("bench_store_{index}"),
             db_url,
             supervisor,
             dir,
@@ -311,60 +347,203 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[rank.clamp(1, samples.len()) - 1].as_secs_f64() * 1e3
 }
 
-/// Runs `customers` for warmup + seconds; returns the samples of the measured part.
-async fn run_level(store: &Store, o: &Options, level: usize, customers: usize) -> Samples {
+/// Resource counters read at the start and at the end of a level's measured part.
+#[derive(Clone, Copy)]
+struct Counters {
+    app: Duration,
+    pg: Duration,
+    commits: Option<u64>,
+    xid: Option<u64>,
+}
+
+/// CPU time (user + system) of process `pid`, from `/proc`.
+fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
+/// CPU time of every Postgres server process on this machine.
+fn postgres_cpu() -> Duration {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(cpu_of)
+        .sum()
+}
+
+impl Store {
+    /// The runtime's committed transactions, from the worker's `/metrics`.
+    async fn runtime_commits(&self) -> Option<u64> {
+        let r = request(self.admin, "GET", "/metrics").await.ok()?;
+        r.body.lines().find_map(|l| {
+            l.strip_prefix("dbos_commits_total ")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .map(|v| v as u64)
+        })
+    }
+
+    /// The next transaction ID Postgres will assign (none is taken to read it).
+    async fn next_xid(&self) -> Option<u64> {
+        if self.db_url.starts_with("sqlite:") {
+            return None;
+        }
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&self.db_url).await.ok()?;
+        let xid: i64 = sqlx::query_scalar("SELECT txid_snapshot_xmax(txid_current_snapshot())")
+            .fetch_one(&mut c)
+            .await
+            .ok()?;
+        let _ = c.close().await;
+        u64::try_from(xid).ok()
+    }
+
+    async fn counters(&self) -> Counters {
+        Counters {
+            app: self.worker().and_then(cpu_of).unwrap_or_default(),
+            pg: if self.db_url.starts_with("sqlite:") {
+                Duration::ZERO
+            } else {
+                postgres_cpu()
+            },
+            commits: self.runtime_commits().await,
+            xid: self.next_xid().await,
+        }
+    }
+}
+
+/// Runs `customers` for warmup + seconds; returns the samples of the measured part and the
+/// counters at its start and end.
+async fn run_level(
+    store: &Store,
+    o: &Options,
+    tag: &str,
+    customers: usize,
+) -> (Samples, Counters, Counters) {
     let shared = Rc::new(RefCell::new(Samples::default()));
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(o.warmup);
     let stop = measure_from + Duration::from_secs_f64(o.seconds);
     let tasks = tokio::task::LocalSet::new();
     for c in 0..customers {
-        let tag = format!("bench{level}-{c}");
         tasks.spawn_local(customer(
             store.addr,
-            tag,
+            format!("{tag}-{c}"),
             measure_from,
             stop,
             shared.clone(),
         ));
     }
+    let (before, after) = tasks
+        .run_until(async {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = store.counters().await;
+            tokio::time::sleep_until(stop.into()).await;
+            (before, store.counters().await)
+        })
+        .await;
     tasks.await;
-    shared.take()
+    (shared.take(), before, after)
+}
+
+/// One row of the results table.
+fn report(build: &str, customers: usize, o: &Options, mut s: Samples, a: Counters, b: Counters) {
+    let flows = s.flow.len();
+    let rate = flows as f64 / o.seconds;
+    let pair = |v: &mut Vec<Duration>| {
+        format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0))
+    };
+    let per = |d: f64| {
+        if flows == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", d / flows as f64)
+        }
+    };
+    let ms = |x: Duration, y: Duration| per(y.saturating_sub(x).as_secs_f64() * 1e3);
+    let count = |x: Option<u64>, y: Option<u64>| match (x, y) {
+        (Some(x), Some(y)) => per(y.saturating_sub(x) as f64),
+        _ => "-".to_owned(),
+    };
+    let pg = if o.postgres { ms(a.pg, b.pg) } else { "-".to_owned() };
+    println!(
+        "{build:>5} {customers:>9} {rate:>8.0} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>6}",
+        pair(&mut s.checkout),
+        pair(&mut s.pay),
+        pair(&mut s.flow),
+        ms(a.app, b.app),
+        pg,
+        count(a.commits, b.commits),
+        count(a.xid, b.xid),
+        s.errors
+    );
 }
 
 async fn bench(o: Options) -> Result<(), BoxError> {
-    let store = Store::start(&o).await?;
+    let mut stores = Vec::new();
+    for i in 0..o.stores.len() {
+        stores.push(Store::start(&o, i).await?);
+    }
     let backend = if o.postgres { "postgres" } else { "sqlite" };
     println!(
-        "widget store on {backend} ({}), {} s per level after {} s warm-up",
-        store.addr, o.seconds, o.warmup
+        "widget store on {backend}, {} s per level after {} s warm-up",
+        o.seconds, o.warmup
     );
+    for (i, path) in o.stores.iter().enumerate() {
+        println!("build {}: {}", (b'A' + i as u8) as char, path.display());
+    }
+    println!("per flow: app ms / pg ms = CPU time of the store's worker / of Postgres; commits = the runtime's; xids = write transactions Postgres counted");
     println!(
-        "{:>9} {:>9} {:>21} {:>21} {:>21} {:>7}",
+        "{:>5} {:>9} {:>8} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>6}",
+        "build",
         "customers",
         "flows/s",
-        "checkout p50/p99 ms",
-        "payment p50/p99 ms",
+        "checkout p50/p99",
+        "payment p50/p99",
         "flow p50/p99 ms",
+        "app ms",
+        "pg ms",
+        "commits",
+        "xids",
         "errors"
     );
     for (level, &customers) in o.customers.iter().enumerate() {
-        store.stock_up().await?;
-        let mut s = run_level(&store, &o, level, customers).await;
-        let rate = s.flow.len() as f64 / o.seconds;
-        let pair = |v: &mut Vec<Duration>| {
-            format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0))
-        };
-        println!(
-            "{customers:>9} {rate:>9.0} {:>21} {:>21} {:>21} {:>7}",
-            pair(&mut s.checkout),
-            pair(&mut s.pay),
-            pair(&mut s.flow),
-            s.errors
-        );
+        for (i, store) in stores.iter().enumerate() {
+            store.stock_up().await?;
+            let (s, a, b) = run_level(store, &o, &format!("bench{level}-{i}"), customers).await;
+            let build = ((b'A' + i as u8) as char).to_string();
+            report(&build, customers, &o, s, a, b);
+        }
+    }
+    if o.postgres && o.statements > 0 {
+        for (i, store) in stores.iter().enumerate() {
+            let build = (b'A' + i as u8) as char;
+            match count_statements(store, &o).await {
+                Ok((n, commits)) => println!(
+                    "build {build}: one customer, {} flows: {:.1} statements and {:.1} commits per flow \
+                     (Postgres statement log)",
+                    o.statements,
+                    n as f64 / o.statements as f64,
+                    commits as f64 / o.statements as f64
+                ),
+                Err(e) => println!("build {build}: statements not counted: {e}"),
+            }
+        }
     }
 
     if o.kills > 0 {
+        let store = &stores[0];
         let mut idle = Vec::new();
         for _ in 0..o.kills {
             idle.push(store.kill_worker().await?);
@@ -372,7 +551,7 @@ async fn bench(o: Options) -> Result<(), BoxError> {
         }
         let mut loaded = Vec::new();
         for _ in 0..o.kills.div_ceil(2) {
-            loaded.push(kill_under_load(&store).await?);
+            loaded.push(kill_under_load(store).await?);
         }
         let ms = |v: &mut Vec<Duration>| {
             format!(
@@ -382,17 +561,87 @@ async fn bench(o: Options) -> Result<(), BoxError> {
             )
         };
         println!(
-            "SIGKILL of the worker -> serving again: idle {} ({} kills)",
+            "build A: SIGKILL of the worker -> serving again: idle {} ({} kills)",
             ms(&mut idle),
             idle.len()
         );
         println!(
-            "SIGKILL of the worker -> a customer served again, 16 customers: {} ({} kills)",
+            "build A: SIGKILL of the worker -> a customer served again, 16 customers: {} ({} kills)",
             ms(&mut loaded),
             loaded.len()
         );
     }
     Ok(())
+}
+
+/// Counts the statements and commits (`COMMIT`s and autocommit writes are not told apart by
+/// the log, so commits come from the runtime's counter) of `o.statements` flows of one
+/// customer, from the Postgres statement log. Restarts the worker twice (to turn the log on
+/// and off for its connections).
+async fn count_statements(store: &Store, o: &Options) -> Result<(usize, u64), BoxError> {
+    let set = |on: bool| {
+        let sql = if on {
+            format!("ALTER DATABASE {} SET log_statement = 'all'", store.db_name)
+        } else {
+            format!("ALTER DATABASE {} RESET log_statement", store.db_name)
+        };
+        async move {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&store.db_url).await?;
+            sqlx::raw_sql(&sql).execute(&mut c).await?;
+            c.close().await?;
+            Ok::<_, BoxError>(())
+        }
+    };
+    let log_len = || std::fs::metadata(&o.pg_log).map(|m| m.len());
+    log_len().map_err(|e| format!("cannot read {}: {e}", o.pg_log.display()))?;
+    set(true).await?;
+    let counted = async {
+        store.kill_worker().await?;
+        store.stock_up().await?;
+        let shared = Rc::new(RefCell::new(Samples::default()));
+        let mut client = Client {
+            addr: store.addr,
+            conn: None,
+        };
+        // Warm up the connections and their statement caches.
+        for n in 0..5 {
+            flow(&mut client, &format!("count-warm-{n}"), &shared).await;
+        }
+        let commits0 = store.runtime_commits().await;
+        let from = log_len()?;
+        for n in 0..o.statements {
+            flow(&mut client, &format!("count-{n}"), &shared).await;
+        }
+        let commits1 = store.runtime_commits().await;
+        // Let the server write its last lines.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let log = std::fs::read(&o.pg_log)?;
+        let tail = String::from_utf8_lossy(log.get(from as usize..).unwrap_or_default());
+        let marker = format!("@{} LOG:  ", store.db_name);
+        let n = tail
+            .lines()
+            .filter_map(|l| l.split_once(&marker).map(|(_, rest)| rest))
+            .filter(|rest| rest.starts_with("statement: ") || rest.starts_with("execute "))
+            .count();
+        let commits = match (commits0, commits1) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        Ok::<_, BoxError>((n, commits))
+    }
+    .await;
+    set(false).await?;
+    store.kill_worker().await?;
+    counted
+}
+
+/// One checkout and its payment.
+async fn flow(client: &mut Client, tag: &str, shared: &RefCell<Samples>) {
+    let (payment_id, _) = client.post(&format!("/checkout/{tag}"), shared).await;
+    client
+        .post(&format!("/payment_webhook/{payment_id}/paid"), shared)
+        .await;
 }
 
 /// Kills the worker while 16 customers shop; returns the time until a customer's request
