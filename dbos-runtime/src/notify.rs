@@ -293,13 +293,17 @@ impl Waiter<'_> {
                 return Ok(None);
             }
             let nap = tokio::time::sleep_until(end.min(now + SAFETY_NET));
-            let woken = tokio::select! {
-                _ = mine => true,
-                _ = all => true,
-                _ = nap => false,
+            let (woken, by_key) = tokio::select! {
+                _ = mine => (true, true),
+                _ = all => (true, false),
+                _ = nap => (false, false),
             };
             if woken {
                 self.notifier.wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+            // Only a wake-up of this key can bring a value, and only when one was delivered
+            // (to any key) since the check.
+            if by_key && self.notifier.delivered.load(Ordering::SeqCst) > since {
                 delivered = self.notifier.delivered_since(&self.key, since);
             }
         }

@@ -4,6 +4,7 @@
 //! bench_messages [ROUNDS [PART]]     every part (or those whose name contains PART: "sqlite",
 //!                                    "postgres in-process", "cross-process", "waiters"...),
 //!                                    on fresh databases
+//! bench_messages pending URL N       N workflows waiting at shutdown: relaunch to serving, all resumed
 //! bench_messages waiters URL N SECS  N waiters (half recv, half get_event) for SECS; CPU and commits
 //! bench_messages peer URL ROUNDS     the echo workflow in a process of its own (cross-process runs)
 //! ```
@@ -237,6 +238,19 @@ fn cpu_time() -> Result<Duration, BoxError> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
+/// This process's resident memory, from `/proc/self/statm`.
+fn rss_bytes() -> Result<u64, BoxError> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .ok_or("no resident size")?
+        .parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    Ok(pages * page)
+}
+
 async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
     // The liveness record's renewal (a commit every timeout/5 on Postgres) is the process's
     // cost, not the waiters': kept out of the measured window.
@@ -262,6 +276,7 @@ async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
     let getters_n = n - parked_n;
     let line = rt
         .scope(async {
+            let rss0 = rss_bytes()?;
             let started = Instant::now();
             let publisher = DBOS::start_workflow(publisher().with_id("pub")).await?;
             let getters: Vec<_> = (0..getters_n)
@@ -290,6 +305,9 @@ async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
             let settled = started.elapsed();
             // Let the get_event waiters finish their first reads.
             tokio::time::sleep(Duration::from_secs(1)).await;
+            // What the waiters hold (an upper bound: it includes what the allocator kept of
+            // starting them).
+            let rss = rss_bytes()?.saturating_sub(rss0);
             let (cpu0, commits0, t0) = (cpu_time()?, rt.metrics_snapshot().commits, Instant::now());
             tokio::time::sleep(Duration::from_secs(secs)).await;
             let (cpu, commits, window) =
@@ -313,17 +331,111 @@ async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
             let released = t1.elapsed();
             Ok(format!(
                 "waiters n={n} recv={parked_n} get_event={getters_n} started_in={:.1}s window={:.2}s cpu_time={}ms \
-                 cpu={:.2}% commits={commits} released={}ms",
+                 cpu={:.2}% commits={commits} released={}ms rss_per_waiter={}B",
                 settled.as_secs_f64(),
                 window.as_secs_f64(),
                 cpu.as_millis(),
                 100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
-                released.as_millis()
+                released.as_millis(),
+                rss / n.max(1) as u64
             ))
         })
         .await?;
     println!("{line}");
     rt.shutdown().await;
+    Ok(())
+}
+
+/// Resumed executions of [`pending_one`] in this process.
+static RESUMED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts its execution, then waits for a message.
+#[workflow]
+async fn pending_one() -> Result<Option<u32>, Error> {
+    RESUMED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    DBOS::recv::<u32>("wake", Duration::from_secs(3600)).await
+}
+
+/// `bench_messages pending URL N`: N workflows wait in `recv` when the runtime shuts down;
+/// a new runtime (same executor) is launched: how long until it serves, until every workflow
+/// runs again, and until all have finished once a message is sent to each.
+async fn pending(url: &str, n: usize) -> Result<(), BoxError> {
+    let cfg = || {
+        DbosConfig::new("bench-messages-pending")
+            .with_database_url(url)
+            .with_executor_id("pending")
+            .with_version("pending")
+    };
+    let rt = Runtime::launch(cfg()).await?;
+    let inspect = TestDb {
+        url: url.to_owned(),
+        backend: backend_of(url),
+        dir: None,
+    }
+    .inspect()
+    .await;
+    let sys = if backend_of(url) == Backend::Postgres {
+        "dbos."
+    } else {
+        ""
+    };
+    let started = Instant::now();
+    rt.scope(async {
+        for i in 0..n {
+            DBOS::start_workflow(pending_one().with_id(format!("pending-{i}"))).await?;
+        }
+        Ok::<_, BoxError>(())
+    })
+    .await?;
+    let sql = format!(
+        "SELECT COUNT(*) FROM {sys}operation_outputs WHERE function_name = 'DBOS.sleep' \
+         AND workflow_uuid LIKE 'pending-%'"
+    );
+    while inspect.scalar(&sql).await < n as i64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err("the workflows did not all wait within 300 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked_in = started.elapsed();
+    rt.shutdown().await;
+    drop(rt);
+    RESUMED.store(0, std::sync::atomic::Ordering::SeqCst);
+
+    let t0 = Instant::now();
+    let rt = Runtime::launch(cfg()).await?;
+    let serving = t0.elapsed();
+    while RESUMED.load(std::sync::atomic::Ordering::SeqCst) < n {
+        if t0.elapsed() > Duration::from_secs(300) {
+            return Err("the workflows did not all resume within 300 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let resumed = t0.elapsed();
+    let done = rt
+        .scope(async {
+            for i in 0..n {
+                DBOS::send(&format!("pending-{i}"), &(i as u32), "wake").await?;
+            }
+            for i in 0..n {
+                let h =
+                    DBOS::retrieve_workflow::<Option<u32>, Error>(&format!("pending-{i}")).await?;
+                if h.get_result().await? != Some(i as u32) {
+                    return Err::<_, BoxError>("a resumed workflow got another message".into());
+                }
+            }
+            Ok(t0.elapsed())
+        })
+        .await?;
+    rt.shutdown().await;
+    println!(
+        "pending n={n} parked_in={:.1}s launch_to_serving={}ms all_resumed={}ms \
+         all_finished_after_sends={}ms",
+        parked_in.as_secs_f64(),
+        serving.as_millis(),
+        resumed.as_millis(),
+        done.as_millis()
+    );
     Ok(())
 }
 
@@ -410,6 +522,7 @@ async fn main() -> Result<(), BoxError> {
     };
     match args.first().map(String::as_str) {
         Some("waiters") => waiters(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
+        Some("pending") => pending(arg(1)?, arg(2)?.parse()?).await,
         Some("peer") => peer(arg(1)?, arg(2)?.parse()?).await,
         Some(rounds) => all(rounds.parse()?, args.get(1).map_or("", String::as_str)).await,
         None => all(1000, "").await,

@@ -20,8 +20,9 @@
 //! - `app ms`: CPU time of the store's worker process (user + system, from `/proc`);
 //! - `pg ms`: CPU time of all Postgres server processes (Postgres only);
 //! - `commits`: the runtime's own count of committed transactions (its `/metrics`);
-//! - `xids` (Postgres): transaction IDs Postgres assigned, that is write transactions as the
-//!   server counts them.
+//! - `xids`: on Postgres the transaction IDs the server assigned, that is write transactions
+//!   as it counts them; on SQLite the `COMMIT`s the runtime's writer ran (group commit: the
+//!   commits of operations that arrive together share one).
 //!
 //! On Postgres, `--statements 20` (the default; 0 turns it off) then counts the statements
 //! one customer's flows send, from the server's statement log: the database is set to
@@ -122,8 +123,7 @@ struct Store {
 impl Store {
     async fn start(o: &Options, index: usize) -> Result<Store, BoxError> {
         let path = &o.stores[index];
-        let dir =
-            std::env::temp_dir().join(format!("bench-store-{}-{index}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bench-store-{}-{index}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let db_url = if o.postgres {
@@ -131,9 +131,11 @@ impl Store {
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
-            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS bench_store_{index} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await?;
+            sqlx::raw_sql(&format!(
+                "DROP DATABASE IF EXISTS bench_store_{index} WITH (FORCE)"
+            ))
+            .execute(&mut conn)
+            .await?;
             sqlx::raw_sql(&format!("CREATE DATABASE bench_store_{index}"))
                 .execute(&mut conn)
                 .await?;
@@ -384,20 +386,27 @@ fn postgres_cpu() -> Duration {
 }
 
 impl Store {
-    /// The runtime's committed transactions, from the worker's `/metrics`.
-    async fn runtime_commits(&self) -> Option<u64> {
+    /// A counter of the worker's `/metrics`.
+    async fn metric(&self, name: &str) -> Option<u64> {
         let r = request(self.admin, "GET", "/metrics").await.ok()?;
         r.body.lines().find_map(|l| {
-            l.strip_prefix("dbos_commits_total ")
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(' '))
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .map(|v| v as u64)
         })
     }
 
-    /// The next transaction ID Postgres will assign (none is taken to read it).
+    /// The runtime's committed transactions.
+    async fn runtime_commits(&self) -> Option<u64> {
+        self.metric("dbos_commits_total").await
+    }
+
+    /// The next transaction ID Postgres will assign (none is taken to read it); on SQLite the
+    /// writer's `COMMIT`s so far.
     async fn next_xid(&self) -> Option<u64> {
         if self.db_url.starts_with("sqlite:") {
-            return None;
+            return self.metric("dbos_sqlite_batch_commits_total").await;
         }
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&self.db_url).await.ok()?;
@@ -461,9 +470,8 @@ async fn run_level(
 fn report(build: &str, customers: usize, o: &Options, mut s: Samples, a: Counters, b: Counters) {
     let flows = s.flow.len();
     let rate = flows as f64 / o.seconds;
-    let pair = |v: &mut Vec<Duration>| {
-        format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0))
-    };
+    let pair =
+        |v: &mut Vec<Duration>| format!("{:.2} / {:.2}", percentile(v, 50.0), percentile(v, 99.0));
     let per = |d: f64| {
         if flows == 0 {
             "-".to_owned()
@@ -476,7 +484,11 @@ fn report(build: &str, customers: usize, o: &Options, mut s: Samples, a: Counter
         (Some(x), Some(y)) => per(y.saturating_sub(x) as f64),
         _ => "-".to_owned(),
     };
-    let pg = if o.postgres { ms(a.pg, b.pg) } else { "-".to_owned() };
+    let pg = if o.postgres {
+        ms(a.pg, b.pg)
+    } else {
+        "-".to_owned()
+    };
     println!(
         "{build:>5} {customers:>9} {rate:>8.0} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>6}",
         pair(&mut s.checkout),
@@ -503,7 +515,7 @@ async fn bench(o: Options) -> Result<(), BoxError> {
     for (i, path) in o.stores.iter().enumerate() {
         println!("build {}: {}", (b'A' + i as u8) as char, path.display());
     }
-    println!("per flow: app ms / pg ms = CPU time of the store's worker / of Postgres; commits = the runtime's; xids = write transactions Postgres counted");
+    println!("per flow: app ms / pg ms = CPU time of the store's worker / of Postgres; commits = the runtime's; xids = write transactions Postgres counted (SQLite: COMMITs the writer ran)");
     println!(
         "{:>5} {:>9} {:>8} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>6}",
         "build",
