@@ -163,11 +163,14 @@ async fn recv_here<T: DeserializeOwned>(
             return serialization::from_json(&text, tag.as_deref(), "a received message");
         }
     } else {
-        // Only a recv that has to wait records its deadline: a ready message costs no extra
-        // commit.
-        let present = move |_| async move { Ok(db.has_message(id, topic).await?.then_some(())) };
-        op.wait(waiter.until_lazy(|| op.deadline(timeout), present))
-            .await??;
+        // SQLite (or a select's branch): probe, and only a recv that has to wait records its
+        // deadline (a ready message costs no extra commit), then waits, probing again once
+        // armed. The probes cost no round trip on SQLite.
+        let present = move || async move { Ok(db.has_message(id, topic).await?.then_some(())) };
+        if present().await?.is_none() {
+            let deadline = op.deadline(timeout).await?;
+            op.wait(waiter.until(deadline, present)).await??;
+        }
     }
     let record = op.write(None, None, Some(PORTABLE_JSON));
     // The deadline passed (or, on SQLite, a message is there): take it, or record that none

@@ -131,6 +131,12 @@ impl SysDb {
         matches!(self.sys, Backend::Postgres(_))
     }
 
+    /// Whether the database runs in this process (SQLite), so that a read costs no round trip
+    /// to a server and a waiter may look once before it arms its wait-up.
+    pub(crate) fn reads_are_local(&self) -> bool {
+        matches!(self.sys, Backend::Sqlite(_))
+    }
+
     /// Postgres: takes the oldest message on `topic` and records the `recv` step with it in one
     /// autocommit statement (one round trip): a message is delivered exactly once. `Ok(None)`
     /// when no message waits; then nothing is written. A position another execution recorded
