@@ -2,8 +2,9 @@
 
 use crate::context;
 use crate::error::{Error, Result};
-use crate::notify::{event_key, Delivered};
+use crate::notify::{event_key, Delivered, Value};
 use crate::operation::{self, after, Begun, Site};
+use crate::runtime::Runtime;
 use crate::serialization::{self, PORTABLE_JSON};
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
@@ -34,26 +35,36 @@ async fn set_event_here<V: Serialize + ?Sized>(key: &str, value: &V) -> Result<(
                     .set_event(id, n, key, &text, Some(&marker))
                     .await,
             )?;
-            op.rt()
-                .notifier()
-                .notify_value(&event_key(id, key), || portable(&text));
+            notify_set(op.rt(), id, key, &text);
             Ok(())
         }
         Site::InStep(rt, ctx) => {
             rt.db()
                 .set_event(&ctx.id, context::last_position(&ctx), key, &text, None)
                 .await?;
-            rt.notifier()
-                .notify_value(&event_key(&ctx.id, key), || portable(&text));
+            notify_set(&rt, &ctx.id, key, &text);
             Ok(())
         }
         Site::Outside(_) => Err(Error::NotInWorkflow("DBOS::set_event")),
     }
 }
 
-/// An event value as a waiter of this process takes it (events are stored as portable JSON).
-fn portable(text: &str) -> Delivered {
-    std::sync::Arc::new((text.to_owned(), Some(PORTABLE_JSON.to_owned())))
+/// Wakes this process's waiters of event `key` of `workflow`, just set to `text`. On Postgres
+/// they take the value with the wake-up (stored as portable JSON) instead of reading it back.
+fn notify_set(rt: &Runtime, workflow: &str, key: &str, text: &str) {
+    let notifier = rt.notifier();
+    if rt.db().reads_are_local() {
+        notifier.notify(&event_key(workflow, key));
+        return;
+    }
+    notifier.notify_value(&event_key(workflow, key), || {
+        std::sync::Arc::new(Value {
+            workflow: workflow.to_owned(),
+            key: key.to_owned(),
+            text: text.to_owned(),
+            serialization: Some(PORTABLE_JSON.to_owned()),
+        })
+    });
 }
 
 /// Reads event `key` of `workflow_id`, waiting up to `timeout` for it to be set (SYSDB rule 16).
@@ -115,18 +126,28 @@ async fn get_event_here<V: DeserializeOwned>(
         let read = move |delivered: Option<Delivered>| async move {
             match delivered {
                 // Set after the last read found nothing: the newest value then.
-                Some(v) => Ok(Some(v.as_ref().clone())),
-                None => db.get_event(workflow_id, key).await,
+                Some(v) if v.workflow == workflow_id && v.key == key => {
+                    Ok(Some((v.text.clone(), v.serialization.clone())))
+                }
+                _ => db.get_event(workflow_id, key).await,
             }
         };
         match &op {
+            // The deadline is written between naps: only the naps are interrupted.
             Some(op) => {
-                op.wait(waiter.until_lazy(|| op.deadline(timeout), read))
-                    .await??
+                waiter
+                    .until_lazy(|| op.deadline(timeout), read, || op.interrupted())
+                    .await?
             }
             None => {
                 let end = after(start, timeout);
-                waiter.until_lazy(|| async move { Ok(end) }, read).await?
+                waiter
+                    .until_lazy(
+                        || async move { Ok(end) },
+                        read,
+                        std::future::pending::<Error>,
+                    )
+                    .await?
             }
         }
     };

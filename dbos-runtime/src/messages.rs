@@ -157,7 +157,11 @@ async fn recv_here<T: DeserializeOwned>(
                 op.deadline(timeout).await
             }
         };
-        let taken = op.wait(waiter.until_lazy(deadline, take)).await??;
+        // Each look and the deadline write are statements that must finish once sent: only
+        // the naps between them are interrupted.
+        let taken = waiter
+            .until_lazy(deadline, take, || op.interrupted())
+            .await?;
         if let Some((text, tag)) = taken {
             drop(waiter);
             return serialization::from_json(&text, tag.as_deref(), "a received message");

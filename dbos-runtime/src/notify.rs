@@ -37,8 +37,18 @@ pub(crate) struct Notifier {
 }
 
 /// A value written in this process and handed to the waiters of its key with the wake-up, so
-/// that they need not read it back: `(value, serialization)`.
-pub(crate) type Delivered = Arc<(String, Option<String>)>;
+/// that they need not read it back.
+pub(crate) type Delivered = Arc<Value>;
+
+/// What [`Delivered`] holds. Keys can collide (`e:a::b::c` is workflow `a`, key `b::c` and
+/// workflow `a::b`, key `c`), so a value names its owner and a waiter checks it.
+#[derive(Debug)]
+pub(crate) struct Value {
+    pub(crate) workflow: String,
+    pub(crate) key: String,
+    pub(crate) text: String,
+    pub(crate) serialization: Option<String>,
+}
 
 #[derive(Default)]
 struct Keys {
@@ -246,24 +256,35 @@ impl Waiter<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
     {
-        self.until_lazy(|| async { Ok(deadline) }, |_| check())
-            .await
+        self.until_lazy(
+            || async { Ok(deadline) },
+            |_| check(),
+            std::future::pending::<Error>,
+        )
+        .await
     }
 
     /// Like [`Waiter::until`], with the deadline computed only when the first check found
-    /// nothing (an operation records its deadline only when it has to wait), and each check
-    /// after a wake-up given the value this process delivered with it
-    /// ([`Notifier::notify_value`]), if one came since the previous check.
-    pub(crate) async fn until_lazy<T, F, Fut, D, DFut>(
+    /// nothing (an operation records its deadline only when it has to wait), each check after a
+    /// wake-up given the value this process delivered with it ([`Notifier::notify_value`]),
+    /// if one came since the previous check, and `interrupt` ending the wait with its error.
+    ///
+    /// `interrupt` is awaited only while nothing runs: a check or the deadline (database
+    /// writes, for an operation) always finishes, so a write never outlives a shutdown that
+    /// returned.
+    pub(crate) async fn until_lazy<T, F, Fut, D, DFut, I, IFut>(
         &self,
         deadline: D,
         mut check: F,
+        interrupt: I,
     ) -> Result<Option<T>>
     where
         F: FnMut(Option<Delivered>) -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
         D: FnOnce() -> DFut,
         DFut: Future<Output = Result<Instant>>,
+        I: Fn() -> IFut,
+        IFut: Future<Output = Error>,
     {
         let Some(notify) = &self.notify else {
             return Ok(None);
@@ -297,6 +318,7 @@ impl Waiter<'_> {
                 _ = mine => (true, true),
                 _ = all => (true, false),
                 _ = nap => (false, false),
+                e = interrupt() => return Err(e),
             };
             if woken {
                 self.notifier.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -411,7 +433,14 @@ mod tests {
     #[tokio::test]
     async fn a_value_delivered_after_a_miss_reaches_the_check_but_an_older_one_does_not() {
         let n = Arc::new(Notifier::default());
-        let value = |v: &str| -> Delivered { Arc::new((v.to_owned(), None)) };
+        let value = |v: &str| -> Delivered {
+            Arc::new(Value {
+                workflow: "wf".into(),
+                key: "k".into(),
+                text: v.to_owned(),
+                serialization: None,
+            })
+        };
         // Nobody waits: nothing is kept.
         n.notify_value("e:wf::k", || value("unseen"));
         assert!(n.keys().values.is_empty());
@@ -424,13 +453,14 @@ mod tests {
             .until_lazy(
                 || async { Ok(Instant::now() + Duration::from_secs(5)) },
                 |delivered: Option<Delivered>| {
-                    seen.push(delivered.as_ref().map(|d| d.0.clone()));
+                    seen.push(delivered.as_ref().map(|d| d.text.clone()));
                     if seen.len() == 1 {
                         n2.notify_value("e:wf::k", || value("new"));
                     }
-                    let found = delivered.map(|d| d.0.clone());
+                    let found = delivered.map(|d| d.text.clone());
                     async move { Ok(found) }
                 },
+                std::future::pending::<Error>,
             )
             .await
             .unwrap();

@@ -274,6 +274,16 @@ impl Operation {
         interruptible(&self.rt, &self.ctx, fut).await
     }
 
+    /// Resolves when a wait of this operation must end: the runtime stops
+    /// ([`Error::ShuttingDown`]) or the workflow is cancelled ([`Error::WorkflowCancelled`]).
+    /// For waits that write between their naps, which [`Operation::wait`] would cut short.
+    pub(crate) async fn interrupted(&self) -> Error {
+        match interruptible(&self.rt, &self.ctx, std::future::pending::<()>()).await {
+            Err(e) => e,
+            Ok(()) => Error::ShuttingDown,
+        }
+    }
+
     /// Records this operation alone: `output` or `error` (JSON), and the child it started.
     pub(crate) async fn record(
         &self,

@@ -361,3 +361,29 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+#[workflow]
+async fn set_one(key: String, value: String) -> Result<(), Error> {
+    DBOS::set_event(&key, &value).await
+}
+
+both_backends! {
+    async fn a_waiter_never_takes_the_value_of_an_event_whose_wake_up_key_collides(db: TestDb) {
+        let rt = launch(&db).await;
+        // Workflow "col" with key "b::c" and workflow "col::b" with key "c" share a wake-up
+        // key; a waiter on the second must not take the first's value.
+        let waiter = {
+            let rt = rt.clone();
+            tokio::spawn(async move {
+                rt.scope(DBOS::get_event::<String>("col::b", "c", Duration::from_millis(1500))).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rt.scope(set_one("b::c".into(), "not yours".into()).with_id("col").into_future())
+            .await
+            .expect("set the colliding event");
+        let got = within("the waiter", waiter).await.expect("waiter task").expect("get_event");
+        assert_eq!(got, None, "the waiter took another workflow's event");
+        rt.shutdown().await;
+    }
+}

@@ -674,3 +674,61 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+#[step]
+async fn gate(key: String) -> Result<(), Error> {
+    dbos_tests::probe::pass(&key).await;
+    Ok(())
+}
+
+/// Passes a gate, then waits for a message; records in a probe that the recv was refused.
+#[workflow]
+async fn gated_inbox(key: String) -> Result<Option<String>, Error> {
+    gate(key.clone()).await?;
+    let got = DBOS::recv::<String>("t", Duration::from_secs(30)).await;
+    if matches!(got, Err(Error::ConcurrentExecution { .. })) {
+        dbos_tests::probe::bump(&format!("{key}-refused"));
+    }
+    got
+}
+
+/// Postgres, where a look is one statement: a recv whose position another execution recorded
+/// before its first look hands off at once, without recording a deadline or waiting it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recv_already_recorded_elsewhere_hands_off_at_its_first_look() {
+    let db = TestDb::fresh(Backend::Postgres, concat!(module_path!(), "_elsewhere")).await;
+    let rt = launch(&db).await;
+    let x = db.inspect().await;
+    let s = db.sys();
+    let key = format!("{}-elsewhere", db.url);
+    rt.scope(DBOS::start_workflow(
+        gated_inbox(key.clone()).with_id("elsewhere"),
+    ))
+    .await
+    .expect("start");
+    // While the workflow waits at its gate (position 1), "another execution" records the
+    // recv's position 2.
+    x.exec(&format!(
+        "INSERT INTO {s}operation_outputs (workflow_uuid, function_id, function_name, output, \
+         serialization, started_at_epoch_ms, completed_at_epoch_ms) \
+         VALUES ('elsewhere', 2, 'DBOS.recv', '\"theirs\"', 'portable_json', 1, 1)"
+    ))
+    .await;
+    let opened = Instant::now();
+    dbos_tests::probe::open(&key);
+    eventually(T, "the recv was refused", || {
+        let refused = dbos_tests::probe::count(&format!("{key}-refused"));
+        async move { refused == 1 }
+    })
+    .await;
+    assert!(
+        opened.elapsed() < Duration::from_secs(10),
+        "the recv waited {:?} (its timeout is 30 s) before handing off",
+        opened.elapsed()
+    );
+    let deadlines = count(&x, &format!(
+        "SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid = 'elsewhere' AND function_id = 3"
+    )).await;
+    assert_eq!(deadlines, 0, "a handed-off recv recorded a deadline");
+    rt.shutdown().await;
+}

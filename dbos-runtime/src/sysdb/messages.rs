@@ -21,6 +21,28 @@ fn take_error(step: &StepWrite<'_>, e: sqlx::Error) -> Error {
     }
 }
 
+/// The outcome of a take statement's `('taken' | 'elsewhere', message, serialization, …)` row:
+/// the message, or [`Error::ConcurrentExecution`] when another execution had recorded the
+/// recv's position (nothing was taken).
+fn taken(
+    step: &StepWrite<'_>,
+    row: &sqlx::postgres::PgRow,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Option<(String, Option<String>)>> {
+    let doing = "receiving a message";
+    let kind: String = row.try_get(0).map_err(Error::db(doing))?;
+    if kind != "taken" {
+        return Err(Error::ConcurrentExecution {
+            workflow_id: step.workflow_id.to_owned(),
+            function_id: step.function_id,
+        });
+    }
+    metrics.add_commit();
+    let text: Option<String> = row.try_get(1).map_err(Error::db(doing))?;
+    let tag: Option<String> = row.try_get(2).map_err(Error::db(doing))?;
+    Ok(Some((text.unwrap_or_else(|| "null".to_owned()), tag)))
+}
+
 /// The topic DBOS stores for `send` without a topic.
 pub(crate) const NULL_TOPIC: &str = "__null__topic__";
 
@@ -140,7 +162,8 @@ impl SysDb {
     /// Postgres: takes the oldest message on `topic` and records the `recv` step with it in one
     /// autocommit statement (one round trip): a message is delivered exactly once. `Ok(None)`
     /// when no message waits; then nothing is written. A position another execution recorded
-    /// is [`Error::ConcurrentExecution`] and leaves the message unconsumed. On SQLite, use
+    /// is [`Error::ConcurrentExecution`] and leaves the message unconsumed (also when no
+    /// message waits, if the record was there when the statement began). On SQLite, use
     /// [`SysDb::consume_message`].
     pub(crate) async fn take_message(
         &self,
@@ -167,19 +190,13 @@ impl SysDb {
         let Some(row) = row else {
             return Ok(None);
         };
-        self.metrics.add_commit();
-        let get = |i| {
-            row.try_get::<Option<String>, _>(i)
-                .map_err(Error::db("receiving a message"))
-        };
-        let text = get(0)?.unwrap_or_else(|| "null".to_owned());
-        Ok(Some((text, get(1)?)))
+        taken(step, &row, &self.metrics)
     }
 
     /// Postgres: [`SysDb::take_message`] for a recv's first look, which records the recv's
     /// deadline (`deadline`, a `DBOS.sleep` row) in the same statement when no message waits.
-    /// `Ok(None)`: nothing was there and the deadline is recorded. A deadline another
-    /// execution recorded first is [`Error::ConcurrentExecution`].
+    /// `Ok(None)`: nothing was there and the deadline is recorded. A deadline, or the recv's
+    /// own position, another execution recorded first is [`Error::ConcurrentExecution`].
     pub(crate) async fn take_message_or_deadline(
         &self,
         step: &StepWrite<'_>,
@@ -206,16 +223,14 @@ impl SysDb {
             .fetch_one(&b.pool)
             .await
             .map_err(|e| take_error(step, e))?;
-        self.metrics.add_commit();
         let doing = "receiving a message";
         let kind: String = row.try_get(0).map_err(Error::db(doing))?;
-        if kind == "taken" {
-            let text: Option<String> = row.try_get(1).map_err(Error::db(doing))?;
-            let tag: Option<String> = row.try_get(2).map_err(Error::db(doing))?;
-            return Ok(Some((text.unwrap_or_else(|| "null".to_owned()), tag)));
+        if kind == "deadline" {
+            self.metrics.add_commit();
+            check_step_written(deadline, row.try_get(3).map_err(Error::db(doing))?)?;
+            return Ok(None);
         }
-        check_step_written(deadline, row.try_get(3).map_err(Error::db(doing))?)?;
-        Ok(None)
+        taken(step, &row, &self.metrics)
     }
 
     /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or

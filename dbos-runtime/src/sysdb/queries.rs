@@ -55,15 +55,17 @@ pub(super) struct Queries {
     pub(super) send_marked: String,
     /// Postgres, one autocommit statement: takes the oldest unconsumed message (`$1` workflow,
     /// `$7` topic) and records the `recv` at `$2` (`$3` name, `$4` started, `$5` completed, `$6`
-    /// application) holding it. Returns the message and its serialization, or no row when none
-    /// waits (nothing is written). A position another execution recorded is a unique violation
+    /// application) holding it. Returns `('taken', message, serialization, NULL)`;
+    /// `('elsewhere', …)` when nothing was taken and another execution had recorded `$2`; no
+    /// row when no message waits (nothing is written). A position another execution recorded is a unique violation
     /// and the cancel guard a NOT NULL violation: either fails the whole statement, so the
     /// message stays unconsumed.
     pub(super) take_message: String,
     /// `take_message` for a recv's first look, which also records its deadline when no
     /// message waits: the `DBOS.sleep` at `$8` holding `$9` (the wake-up), written at `$10`,
-    /// as `record_step` writes it. Returns `('taken', message, serialization, NULL)` or
-    /// `('deadline', NULL, NULL, completed_at_epoch_ms of the sleep row)`.
+    /// as `record_step` writes it. Returns `('taken', message, serialization, NULL)`,
+    /// `('deadline', NULL, NULL, completed_at_epoch_ms of the sleep row)` or `('elsewhere', …)`
+    /// (nothing written).
     pub(super) take_message_or_deadline: String,
     pub(super) read_stream: String,
     /// A debounce's bounce: the `DELAYED` debounced workflow `$1` on queue `$2` with
@@ -78,10 +80,15 @@ pub(super) struct Queries {
 /// liveness deadline). The NOT NULL violation stops the write (and, in a transaction step, the
 /// `COMMIT` sent after it), so nothing is recorded by an execution that lost its workflow.
 pub(super) fn cancel_guard(p: &str, me: &str) -> String {
+    guard_naming(p, me, "$3")
+}
+
+/// [`cancel_guard`] for a row whose `function_name` is the SQL expression `name`.
+fn guard_naming(p: &str, me: &str, name: &str) -> String {
     let me = sql_literal(me);
     format!(
         "CASE WHEN EXISTS (SELECT 1 FROM {p}workflow_status WHERE workflow_uuid = $1 \
-         AND (status <> 'PENDING' OR executor_id <> {me})) THEN NULL ELSE $3 END"
+         AND (status <> 'PENDING' OR executor_id <> {me})) THEN NULL ELSE {name} END"
     )
 }
 
@@ -290,20 +297,30 @@ impl Queries {
              COALESCE(c.serialization, '{PORTABLE_JSON}'), $4, $5, $6 FROM c \
              RETURNING completed_at_epoch_ms)"
         );
-        let take_message = format!("WITH {take} SELECT c.message, c.serialization FROM c, m");
+        // Whether another execution recorded the recv's position (seen when this statement
+        // began): a look that takes nothing then reports it instead of waiting.
+        let elsewhere = format!(
+            "EXISTS (SELECT 1 FROM {p}operation_outputs WHERE workflow_uuid = $1 AND function_id = $2)"
+        );
+        let take_message = format!(
+            "WITH {take} SELECT 'taken' AS kind, c.message, c.serialization, NULL::BIGINT AS completed \
+             FROM c, m \
+             UNION ALL SELECT 'elsewhere', NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM c) AND {elsewhere}"
+        );
         // The deadline row is a `DBOS.sleep` (SYSDB rule 14).
-        let sleep_guard = guard.replace("$3", "'DBOS.sleep'");
+        let sleep_guard = guard_naming(p, me, &sql_literal("DBOS.sleep"));
         let take_message_or_deadline = format!(
             "WITH {take}, \
              d AS (INSERT INTO {p}operation_outputs (workflow_uuid, function_id, function_name, output, \
              error, child_workflow_id, serialization, started_at_epoch_ms, completed_at_epoch_ms, \
              application_name) SELECT $1, $8, {sleep_guard}, $9, NULL, NULL, '{PORTABLE_JSON}', $10, $10, $6 \
-             WHERE NOT EXISTS (SELECT 1 FROM c) \
+             WHERE NOT EXISTS (SELECT 1 FROM c) AND NOT {elsewhere} \
              ON CONFLICT (workflow_uuid, function_id) DO UPDATE \
              SET completed_at_epoch_ms = {p}operation_outputs.completed_at_epoch_ms \
              RETURNING completed_at_epoch_ms) \
              SELECT 'taken' AS kind, c.message, c.serialization, NULL::BIGINT AS completed FROM c, m \
-             UNION ALL SELECT 'deadline', NULL, NULL, d.completed_at_epoch_ms FROM d"
+             UNION ALL SELECT 'deadline', NULL, NULL, d.completed_at_epoch_ms FROM d \
+             UNION ALL SELECT 'elsewhere', NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM c) AND {elsewhere}"
         );
         Queries {
             take_message,
@@ -377,7 +394,7 @@ impl Queries {
             consume: format!(
                 "UPDATE {p}notifications SET consumed = TRUE WHERE message_uuid = (\
                  SELECT message_uuid FROM {p}notifications WHERE destination_uuid = $1 AND topic = $2 \
-                 AND NOT consumed ORDER BY created_at_epoch_ms, message_uuid LIMIT 1) \
+                 AND NOT consumed ORDER BY created_at_epoch_ms, message_uuid LIMIT 1) AND NOT consumed \
                  RETURNING message, serialization"
             ),
             set_event: format!(

@@ -555,33 +555,36 @@ async fn bench(o: Options) -> Result<(), BoxError> {
     }
 
     if o.kills > 0 {
-        let store = &stores[0];
-        let mut idle = Vec::new();
-        for _ in 0..o.kills {
-            idle.push(store.kill_worker().await?);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        for (i, store) in stores.iter().enumerate() {
+            let build = (b'A' + i as u8) as char;
+            let mut idle = Vec::new();
+            for _ in 0..o.kills {
+                idle.push(store.kill_worker().await?);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let mut loaded = Vec::new();
+            for _ in 0..o.kills.div_ceil(2) {
+                loaded.push(kill_under_load(store).await?);
+            }
+            let ms = |v: &mut Vec<Duration>| {
+                format!(
+                    "p50 {:.0} ms, max {:.0} ms",
+                    percentile(v, 50.0),
+                    percentile(v, 100.0)
+                )
+            };
+            println!(
+                "build {build}: SIGKILL of the worker -> serving again: idle {} ({} kills)",
+                ms(&mut idle),
+                idle.len()
+            );
+            println!(
+                "build {build}: SIGKILL of the worker -> a customer served again, 16 customers: \
+                 {} ({} kills)",
+                ms(&mut loaded),
+                loaded.len()
+            );
         }
-        let mut loaded = Vec::new();
-        for _ in 0..o.kills.div_ceil(2) {
-            loaded.push(kill_under_load(store).await?);
-        }
-        let ms = |v: &mut Vec<Duration>| {
-            format!(
-                "p50 {:.0} ms, max {:.0} ms",
-                percentile(v, 50.0),
-                percentile(v, 100.0)
-            )
-        };
-        println!(
-            "build A: SIGKILL of the worker -> serving again: idle {} ({} kills)",
-            ms(&mut idle),
-            idle.len()
-        );
-        println!(
-            "build A: SIGKILL of the worker -> a customer served again, 16 customers: {} ({} kills)",
-            ms(&mut loaded),
-            loaded.len()
-        );
     }
     Ok(())
 }
