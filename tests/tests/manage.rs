@@ -452,7 +452,7 @@ both_backends! {
 }
 
 /// The listings operators use are served by the system tables' indexes, not a sequential scan,
-/// on 100,000 workflows (the plans are Postgres's for these rows and statistics).
+/// on 100,000 workflows (the plans are each backend's for these rows and statistics).
 mod listings_on_100_000_workflows_use_indexes {
     use super::*;
 
@@ -539,6 +539,68 @@ mod listings_on_100_000_workflows_use_indexes {
                     .join(" / ")
             );
         }
+        rt.shutdown().await;
+    }
+
+    /// SQLite uses a partial index only when the query repeats the index's WHERE term, and a
+    /// prefix only as a key range: each listing names the index it must use.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let db = TestDb::fresh(dbos_tests::Backend::Sqlite, "manage_listing_plans").await;
+        let rt = launch(&db, "ops-plans").await;
+        let x = db.inspect().await;
+        x.exec(
+            "INSERT INTO workflow_status (workflow_uuid, status, name, queue_name, executor_id, \
+             application_version, created_at, updated_at, inputs, output, serialization) \
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000) \
+             SELECT 'wf-' || i, \
+               CASE WHEN i % 100 = 0 THEN 'ERROR' WHEN i % 97 = 0 THEN 'PENDING' \
+                    WHEN i % 89 = 0 THEN 'ENQUEUED' WHEN i % 83 = 0 THEN 'CANCELLED' ELSE 'SUCCESS' END, \
+               'app::workflow_' || (i % 10), CASE WHEN i % 89 = 0 THEN 'emails' END, 'exec-' || (i % 4), \
+               '1.0', 1700000000000 + i * 1000, 1700000000000 + i * 1000, '{}', '1', 'portable_json' \
+             FROM s; ANALYZE",
+        )
+        .await;
+        let cases: Vec<(&str, WorkflowFilter, &str)> = vec![
+            (
+                "failed ones",
+                WorkflowFilter::new()
+                    .status("ERROR")
+                    .newest_first()
+                    .limit(100),
+                "idx_workflow_status_failed",
+            ),
+            (
+                "pending ones",
+                WorkflowFilter::new().status("PENDING"),
+                "idx_workflow_status_pending",
+            ),
+            (
+                "an ID prefix",
+                WorkflowFilter::new().id_prefix("wf-777"),
+                "workflow_uuid>? AND workflow_uuid<?",
+            ),
+        ];
+        for (what, filter, index) in cases {
+            let plan = rt
+                .explain_list_workflows(&filter, false)
+                .await
+                .expect("explain");
+            assert!(plan.contains(index), "{what}: not by {index}:\n{plan}");
+        }
+        let prefixed = rt
+            .list_workflows(&WorkflowFilter::new().id_prefix("wf-777"))
+            .await
+            .expect("list by prefix");
+        let mut ids: Vec<String> = prefixed.into_iter().map(|w| w.workflow_id).collect();
+        ids.sort();
+        let mut want: Vec<String> = ["wf-777".to_owned()]
+            .into_iter()
+            .chain((0..10).map(|d| format!("wf-777{d}")))
+            .chain((0..100).map(|d| format!("wf-777{d:02}")))
+            .collect();
+        want.sort();
+        assert_eq!(ids, want, "the prefix listing is exact");
         rt.shutdown().await;
     }
 }

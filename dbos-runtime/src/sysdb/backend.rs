@@ -131,6 +131,15 @@ impl Backend {
         matches!(self, Backend::Postgres(_))
     }
 
+    /// Whether workflow IDs sort by code point (SQLite's binary order; Postgres with a `C`
+    /// collation), so that the IDs with a prefix are exactly a key range.
+    pub(crate) fn ids_in_code_point_order(&self) -> bool {
+        match self {
+            Backend::Sqlite(_) => true,
+            Backend::Postgres(b) => b.code_point_order,
+        }
+    }
+
     /// Refuses new work at once: a pool hands out no connection, the SQLite writer takes no
     /// operation ([`crate::Error::ShuttingDown`]). What holds a connection goes on.
     pub(super) fn begin_close(&self) {

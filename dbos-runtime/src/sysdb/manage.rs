@@ -415,6 +415,19 @@ impl SysDb {
                 conds.push(format!("{column} IN ({})", marks.join(", ")));
             }
         }
+        if !self.sys.is_postgres() && !f.statuses.is_empty() {
+            // SQLite uses a partial index only when the query repeats its WHERE term.
+            let all = |set: &[&str]| f.statuses.iter().all(|s| set.contains(&s.as_str()));
+            if all(&["ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"]) {
+                conds.push(
+                    "status IN ('ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')".into(),
+                );
+            } else if all(&["PENDING"]) {
+                conds.push("status = 'PENDING'".into());
+            } else if all(&["ENQUEUED", "PENDING"]) {
+                conds.push("status IN ('ENQUEUED', 'PENDING')".into());
+            }
+        }
         if let Some(prefix) = &f.id_prefix {
             if self.sys.is_postgres() {
                 let escaped = prefix
@@ -428,6 +441,13 @@ impl SysDb {
                 let n = push(&mut args, Arg::Int(prefix.chars().count() as i64));
                 let m = push(&mut args, Arg::Text(prefix.clone()));
                 conds.push(format!("substr(workflow_uuid, 1, {n}) = {m}"));
+            }
+            // Where IDs sort by code point, every ID with the prefix lies in one key range:
+            // the primary key finds them instead of a scan of the table.
+            if let (true, Some(end)) = (self.sys.ids_in_code_point_order(), prefix_end(prefix)) {
+                let lo = push(&mut args, Arg::Text(prefix.clone()));
+                let hi = push(&mut args, Arg::Text(end));
+                conds.push(format!("workflow_uuid >= {lo} AND workflow_uuid < {hi}"));
             }
         }
         if let Some(t) = f.created_after_ms {
@@ -928,5 +948,35 @@ impl SysDb {
                 return Ok(deleted);
             }
         }
+    }
+}
+
+/// The least string above every string that starts with `prefix`, in UTF-8 byte order (its
+/// last character's successor); `None` for an empty prefix or one whose last character has no
+/// successor.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    let last = chars.pop()?;
+    let next = (u32::from(last) + 1..=0x10FFFF).find_map(char::from_u32)?;
+    chars.push(next);
+    Some(chars.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_prefix_end_bounds_every_id_with_the_prefix_in_byte_order() {
+        assert_eq!(prefix_end("wf-1").as_deref(), Some("wf-2"));
+        assert_eq!(prefix_end(""), None);
+        // The successor skips the surrogate gap; the last scalar value has none.
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}"), None);
+        let end = prefix_end("wf-1").unwrap_or_default();
+        for id in ["wf-1", "wf-1\u{10FFFF}x", "wf-19", "wf-1~~~"] {
+            assert!(id >= "wf-1" && id < end.as_str(), "{id}");
+        }
+        assert!("wf-2" >= end.as_str());
     }
 }

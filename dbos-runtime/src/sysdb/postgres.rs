@@ -22,6 +22,28 @@ pub(crate) struct PgDb {
     pub(crate) pool: PgPool,
     /// Every operation of the runtime passes it (see `gate.rs`).
     pub(crate) gate: std::sync::Arc<super::gate::Gate>,
+    /// The database's default collation orders text by code point (`C`, `POSIX`, `C.UTF-8`
+    /// under libc), so a key range holds exactly the IDs with a given prefix.
+    pub(crate) code_point_order: bool,
+}
+
+/// Whether the database's default collation orders text by code point; `false` when unsure.
+async fn code_point_order(pool: &PgPool) -> bool {
+    // `datlocprovider` exists from Postgres 15 on ('c' libc, 'i' ICU); read through JSON so that
+    // older servers answer NULL instead of failing.
+    let row: std::result::Result<(Option<String>, Option<String>), _> = sqlx::query_as(
+        "SELECT datcollate::TEXT, to_jsonb(d) ->> 'datlocprovider' FROM pg_database d \
+         WHERE datname = current_database()",
+    )
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok((Some(collate), provider)) => {
+            matches!(provider.as_deref(), None | Some("c"))
+                && matches!(collate.as_str(), "C" | "POSIX" | "C.UTF-8" | "C.utf8")
+        }
+        _ => false,
+    }
 }
 
 fn redact(opts: &PgConnectOptions) -> String {
@@ -50,9 +72,11 @@ impl PgDb {
                 .connect_with(opts.clone())
         })
         .await?;
+        let code_point_order = code_point_order(&pool).await;
         Ok(PgDb {
             pool,
             gate: Default::default(),
+            code_point_order,
         })
     }
 

@@ -104,15 +104,23 @@ pub(crate) const QUEUE_CHANNEL: &str = "dbos_queue_channel";
 /// The claim of up to `$6` workflows of queue `$5` (optionally only partition `$8`) for this
 /// executor: one statement that picks them in queue order and flips them to PENDING. On
 /// Postgres rows another transaction holds are skipped.
+/// The WHERE term of the in-flight partial indexes, repeated in SQLite's queue queries so that
+/// its planner uses them.
+const IN_FLIGHT: &str = " AND status IN ('ENQUEUED', 'PENDING')";
+
 fn dequeue(p: &str, pg: bool, partition: bool) -> String {
     let key = if partition {
         " AND queue_partition_key = $8"
     } else {
         ""
     };
+    // SQLite uses a partial index only when the query spells out the index's own WHERE term
+    // (it cannot tell that `status = 'ENQUEUED'` implies `status IN (…)`): without it every
+    // dispatch scanned the whole table, finished workflows included.
+    let in_flight = if pg { "" } else { IN_FLIGHT };
     let pick = format!(
         "SELECT workflow_uuid FROM {p}workflow_status \
-         WHERE queue_name = $5 AND status = 'ENQUEUED'{key} \
+         WHERE queue_name = $5 AND status = 'ENQUEUED'{in_flight}{key} \
          AND (application_version = $2 OR application_version IS NULL) \
          AND (application_name = $3 OR application_name IS NULL) \
          ORDER BY priority, created_at LIMIT $6"
@@ -210,6 +218,7 @@ fn complete_workflow(p: &str, pg: bool, me: &str) -> String {
 impl Queries {
     pub(super) fn new(p: &str, pg: bool, me: &str) -> Queries {
         let guard = cancel_guard(p, me);
+        let in_flight = if pg { "" } else { IN_FLIGHT };
         // JSONB on Postgres, TEXT on SQLite.
         let attributes = if pg { "CAST($21 AS JSONB)" } else { "$21" };
         let insert_workflow = format!(
@@ -353,14 +362,14 @@ impl Queries {
             // Both read only the in-flight index (ENQUEUED and PENDING rows), and only what this
             // process may claim: another version's backlog costs it no claim transaction.
             queues_with_work: format!(
-                "SELECT DISTINCT queue_name FROM {p}workflow_status WHERE status = 'ENQUEUED' \
+                "SELECT DISTINCT queue_name FROM {p}workflow_status WHERE status = 'ENQUEUED'{in_flight} \
                  AND queue_name IS NOT NULL \
                  AND (application_version = $1 OR application_version IS NULL) \
                  AND (application_name = $2 OR application_name IS NULL)"
             ),
             queue_partitions: format!(
                 "SELECT DISTINCT queue_partition_key FROM {p}workflow_status WHERE queue_name = $1 \
-                 AND status = 'ENQUEUED' AND queue_partition_key IS NOT NULL \
+                 AND status = 'ENQUEUED'{in_flight} AND queue_partition_key IS NOT NULL \
                  AND (application_version = $2 OR application_version IS NULL) \
                  AND (application_name = $3 OR application_name IS NULL)"
             ),
