@@ -100,17 +100,19 @@ async fn get_event_here<V: DeserializeOwned>(
         Site::InStep(rt, _) | Site::Outside(rt) => (rt, None),
     };
     let db = rt.db();
+    // The database calls are boxed: a waiting get_event keeps only the one in flight, not
+    // space for every call it might make (10,000 waiting callers held 21 KB each unboxed).
     let waiter = rt.notifier().waiter(event_key(workflow_id, key));
     let found = if db.reads_are_local() {
         // SQLite: a read costs no round trip. A first read, then a wait that reads again once
         // armed, as before issue 13: the single armed read below measured slower here (the
         // store's flows/s at 16 and 64 customers; see issue 13's note).
-        let read = move || async move { db.get_event(workflow_id, key).await };
+        let read = move || Box::pin(db.get_event(workflow_id, key));
         let mut found = read().await?;
         if found.is_none() && !timeout.is_zero() {
             found = match &op {
                 Some(op) => {
-                    let deadline = op.deadline(timeout).await?;
+                    let deadline = Box::pin(op.deadline(timeout)).await?;
                     op.wait(waiter.until(deadline, read)).await??
                 }
                 None => waiter.until(after(start, timeout), read).await?,
@@ -118,7 +120,7 @@ async fn get_event_here<V: DeserializeOwned>(
         }
         found
     } else if timeout.is_zero() {
-        db.get_event(workflow_id, key).await?
+        Box::pin(db.get_event(workflow_id, key)).await?
     } else {
         // Postgres: the wait is armed before its first read, so one read (one round trip)
         // decides whether the operation waits, and a value set by this process comes with
@@ -129,14 +131,14 @@ async fn get_event_here<V: DeserializeOwned>(
                 Some(v) if v.workflow == workflow_id && v.key == key => {
                     Ok(Some((v.text.clone(), v.serialization.clone())))
                 }
-                _ => db.get_event(workflow_id, key).await,
+                _ => Box::pin(db.get_event(workflow_id, key)).await,
             }
         };
         match &op {
             // The deadline is written between naps: only the naps are interrupted.
             Some(op) => {
                 waiter
-                    .until_lazy(|| op.deadline(timeout), read, || op.interrupted())
+                    .until_lazy(|| Box::pin(op.deadline(timeout)), read, || op.interrupted())
                     .await?
             }
             None => {
@@ -157,7 +159,7 @@ async fn get_event_here<V: DeserializeOwned>(
             Some((t, tag)) => (t.as_str(), tag.as_deref().unwrap_or(PORTABLE_JSON)),
             None => ("null", PORTABLE_JSON),
         };
-        op.record(Some(text), None, None, Some(tag)).await?;
+        Box::pin(op.record(Some(text), None, None, Some(tag))).await?;
     }
     match found {
         Some((text, tag)) => {

@@ -112,6 +112,8 @@ async fn recv_here<T: DeserializeOwned>(
         });
     };
     let db = rt.db();
+    // The database calls are boxed, so that a parked workflow's future keeps no room for them
+    // (a workflow waiting in recv held 15 KB unboxed).
     let id = op.workflow_id();
     let select = context::current_select();
     if timeout.is_zero() {
@@ -132,14 +134,14 @@ async fn recv_here<T: DeserializeOwned>(
                     Some(sleep) => {
                         let mut d = sleep.write(Some(&wake.output), None, Some(PORTABLE_JSON));
                         (d.started_at_ms, d.completed_at_ms) = (wake.now_ms, wake.now_ms);
-                        let r = db.take_message_or_deadline(&step, topic, &d).await;
+                        let r = Box::pin(db.take_message_or_deadline(&step, topic, &d)).await;
                         if matches!(r, Ok(None)) {
                             sleep.committed();
                             recorded_first.store(true, std::sync::atomic::Ordering::Relaxed);
                         }
                         r
                     }
-                    None => db.take_message(&step, topic).await,
+                    None => Box::pin(db.take_message(&step, topic)).await,
                 };
                 match taken {
                     Ok(Some(taken)) => {
@@ -154,7 +156,7 @@ async fn recv_here<T: DeserializeOwned>(
             if recorded_first.load(std::sync::atomic::Ordering::Relaxed) {
                 Ok(wake.at)
             } else {
-                op.deadline(timeout).await
+                Box::pin(op.deadline(timeout)).await
             }
         };
         // Each look and the deadline write are statements that must finish once sent: only
@@ -170,9 +172,10 @@ async fn recv_here<T: DeserializeOwned>(
         // SQLite (or a select's branch): probe, and only a recv that has to wait records its
         // deadline (a ready message costs no extra commit), then waits, probing again once
         // armed. The probes cost no round trip on SQLite.
-        let present = move || async move { Ok(db.has_message(id, topic).await?.then_some(())) };
+        let present =
+            move || async move { Ok(Box::pin(db.has_message(id, topic)).await?.then_some(())) };
         if present().await?.is_none() {
-            let deadline = op.deadline(timeout).await?;
+            let deadline = Box::pin(op.deadline(timeout)).await?;
             op.wait(waiter.until(deadline, present)).await??;
         }
     }
@@ -204,7 +207,7 @@ async fn recv_here<T: DeserializeOwned>(
         }),
         _ => None,
     };
-    let taken = op.settle(db.consume_message(&record, topic, claim.as_ref()).await)?;
+    let taken = op.settle(Box::pin(db.consume_message(&record, topic, claim.as_ref())).await)?;
     if let Some((claim, index)) = &select {
         claim.won_by(*index);
     }
