@@ -130,19 +130,16 @@ async fn recv_here<T: DeserializeOwned>(
             let (op, wake, recorded_first) = (&op, &wake, &recorded_first);
             async move {
                 let step = op.write(None, None, None);
-                let taken = match &first {
-                    Some(sleep) => {
-                        let mut d = sleep.write(Some(&wake.output), None, Some(PORTABLE_JSON));
-                        (d.started_at_ms, d.completed_at_ms) = (wake.now_ms, wake.now_ms);
-                        let r = Box::pin(db.take_message_or_deadline(&step, topic, &d)).await;
-                        if matches!(r, Ok(None)) {
-                            sleep.committed();
-                            recorded_first.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        r
-                    }
-                    None => Box::pin(db.take_message(&step, topic)).await,
-                };
+                let deadline = first.as_ref().map(|sleep| {
+                    let mut d = sleep.write(Some(&wake.output), None, Some(PORTABLE_JSON));
+                    (d.started_at_ms, d.completed_at_ms) = (wake.now_ms, wake.now_ms);
+                    d
+                });
+                let taken = Box::pin(db.take_message(&step, topic, deadline.as_ref())).await;
+                if let (Some(sleep), Ok(None)) = (&first, &taken) {
+                    sleep.committed();
+                    recorded_first.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 match taken {
                     Ok(Some(taken)) => {
                         op.committed();

@@ -369,7 +369,12 @@ impl Operation {
         if let Some(row) = self.ctx.recorded(m, SLEEP)? {
             return Ok(instant_at(recorded_wake_ms(&row)?));
         }
-        let sleep = Operation {
+        self.sleep_at(m).record_wake(d, Stamp::AtWrite).await
+    }
+
+    /// The `DBOS.sleep` operation at position `m` of this operation's workflow.
+    fn sleep_at(&self, m: i32) -> Operation {
+        Operation {
             rt: self.rt.clone(),
             ctx: self.ctx.clone(),
             n: m,
@@ -377,8 +382,7 @@ impl Operation {
             name: SLEEP,
             started_ms: now_ms(),
             is_step: false,
-        };
-        sleep.record_wake(d, Stamp::AtWrite).await
+        }
     }
 
     /// The `DBOS.sleep` operation at this operation's deadline position when no earlier
@@ -391,15 +395,7 @@ impl Operation {
         if self.ctx.recorded(m, SLEEP)?.is_some() {
             return Ok(None);
         }
-        Ok(Some(Operation {
-            rt: self.rt.clone(),
-            ctx: self.ctx.clone(),
-            n: m,
-            deadline_at: None,
-            name: SLEEP,
-            started_ms: now_ms(),
-            is_step: false,
-        }))
+        Ok(Some(self.sleep_at(m)))
     }
 
     /// For a `DBOS.sleep` operation: records the wake-up `now + d` and returns it on the tokio

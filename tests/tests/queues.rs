@@ -626,6 +626,10 @@ both_backends! {
         let rt = within("launch", Runtime::launch(cfg())).await.expect("launch");
         rt.start_workflow(enqueue_then_hold(k.clone(), gate.clone()).with_id("re-1")).await.expect("start");
         eventually(Duration::from_secs(20), "it holds", || async { probe::count(&format!("{gate}/started")) == 1 }).await;
+        // The child finishes first: a shutdown between its body and its completion record
+        // would rightly run it again, which is not what this test is about.
+        let child = rt.retrieve_workflow::<(), Error>("re-1-1").await.expect("its child");
+        within("child", child.get_result()).await.expect("child");
         // Cut off mid-step, as a crash would; the next launch resumes it from its records.
         rt.shutdown().await;
         probe::open(&gate);

@@ -21,28 +21,6 @@ fn take_error(step: &StepWrite<'_>, e: sqlx::Error) -> Error {
     }
 }
 
-/// The outcome of a take statement's `('taken' | 'elsewhere', message, serialization, …)` row:
-/// the message, or [`Error::ConcurrentExecution`] when another execution had recorded the
-/// recv's position (nothing was taken).
-fn taken(
-    step: &StepWrite<'_>,
-    row: &sqlx::postgres::PgRow,
-    metrics: &crate::metrics::Metrics,
-) -> Result<Option<(String, Option<String>)>> {
-    let doing = "receiving a message";
-    let kind: String = row.try_get(0).map_err(Error::db(doing))?;
-    if kind != "taken" {
-        return Err(Error::ConcurrentExecution {
-            workflow_id: step.workflow_id.to_owned(),
-            function_id: step.function_id,
-        });
-    }
-    metrics.add_commit();
-    let text: Option<String> = row.try_get(1).map_err(Error::db(doing))?;
-    let tag: Option<String> = row.try_get(2).map_err(Error::db(doing))?;
-    Ok(Some((text.unwrap_or_else(|| "null".to_owned()), tag)))
-}
-
 /// The topic DBOS stores for `send` without a topic.
 pub(crate) const NULL_TOPIC: &str = "__null__topic__";
 
@@ -161,14 +139,16 @@ impl SysDb {
 
     /// Postgres: takes the oldest message on `topic` and records the `recv` step with it in one
     /// autocommit statement (one round trip): a message is delivered exactly once. `Ok(None)`
-    /// when no message waits; then nothing is written. A position another execution recorded
-    /// is [`Error::ConcurrentExecution`] and leaves the message unconsumed (also when no
-    /// message waits, if the record was there when the statement began). On SQLite, use
-    /// [`SysDb::consume_message`].
+    /// when no message waits; then nothing is written, except `deadline` (a recv's first look:
+    /// its `DBOS.sleep` row), recorded in the same statement. A position another execution
+    /// recorded, the recv's (also when no message waits, if the record was there when the
+    /// statement began) or the deadline's, is [`Error::ConcurrentExecution`] and leaves the
+    /// message unconsumed. On SQLite, use [`SysDb::consume_message`].
     pub(crate) async fn take_message(
         &self,
         step: &StepWrite<'_>,
         topic: &str,
+        deadline: Option<&StepWrite<'_>>,
     ) -> Result<Option<(String, Option<String>)>> {
         let Backend::Postgres(b) = &self.sys else {
             return Err(Error::BadInputs(
@@ -176,61 +156,51 @@ impl SysDb {
             ));
         };
         let _pass = b.gate.enter()?;
-        let row = sqlx::query(&self.q.take_message)
+        let sql = match deadline {
+            Some(_) => &self.q.take_message_or_deadline,
+            None => &self.q.take_message,
+        };
+        let mut query = sqlx::query(sql)
             .bind(step.workflow_id)
             .bind(step.function_id)
             .bind(step.function_name)
             .bind(step.started_at_ms)
             .bind(step.completed_at_ms)
             .bind(&self.app_name)
-            .bind(topic)
+            .bind(topic);
+        if let Some(d) = deadline {
+            query = query
+                .bind(d.function_id)
+                .bind(d.output)
+                .bind(d.completed_at_ms);
+        }
+        let row = query
             .fetch_optional(&b.pool)
             .await
             .map_err(|e| take_error(step, e))?;
         let Some(row) = row else {
             return Ok(None);
         };
-        taken(step, &row, &self.metrics)
-    }
-
-    /// Postgres: [`SysDb::take_message`] for a recv's first look, which records the recv's
-    /// deadline (`deadline`, a `DBOS.sleep` row) in the same statement when no message waits.
-    /// `Ok(None)`: nothing was there and the deadline is recorded. A deadline, or the recv's
-    /// own position, another execution recorded first is [`Error::ConcurrentExecution`].
-    pub(crate) async fn take_message_or_deadline(
-        &self,
-        step: &StepWrite<'_>,
-        topic: &str,
-        deadline: &StepWrite<'_>,
-    ) -> Result<Option<(String, Option<String>)>> {
-        let Backend::Postgres(b) = &self.sys else {
-            return Err(Error::BadInputs(
-                "take_message_or_deadline is Postgres only".into(),
-            ));
-        };
-        let _pass = b.gate.enter()?;
-        let row = sqlx::query(&self.q.take_message_or_deadline)
-            .bind(step.workflow_id)
-            .bind(step.function_id)
-            .bind(step.function_name)
-            .bind(step.started_at_ms)
-            .bind(step.completed_at_ms)
-            .bind(&self.app_name)
-            .bind(topic)
-            .bind(deadline.function_id)
-            .bind(deadline.output)
-            .bind(deadline.completed_at_ms)
-            .fetch_one(&b.pool)
-            .await
-            .map_err(|e| take_error(step, e))?;
         let doing = "receiving a message";
         let kind: String = row.try_get(0).map_err(Error::db(doing))?;
-        if kind == "deadline" {
-            self.metrics.add_commit();
-            check_step_written(deadline, row.try_get(3).map_err(Error::db(doing))?)?;
-            return Ok(None);
+        match (kind.as_str(), deadline) {
+            ("taken", _) => {
+                self.metrics.add_commit();
+                let text: Option<String> = row.try_get(1).map_err(Error::db(doing))?;
+                let tag: Option<String> = row.try_get(2).map_err(Error::db(doing))?;
+                Ok(Some((text.unwrap_or_else(|| "null".to_owned()), tag)))
+            }
+            ("deadline", Some(d)) => {
+                self.metrics.add_commit();
+                check_step_written(d, row.try_get(3).map_err(Error::db(doing))?)?;
+                Ok(None)
+            }
+            // 'elsewhere': another execution recorded the recv; nothing was taken.
+            _ => Err(Error::ConcurrentExecution {
+                workflow_id: step.workflow_id.to_owned(),
+                function_id: step.function_id,
+            }),
         }
-        taken(step, &row, &self.metrics)
     }
 
     /// Consumes the oldest message on `topic` (if any) and records the `recv` step with it (or

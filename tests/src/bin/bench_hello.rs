@@ -8,6 +8,7 @@
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::Runtime;
+use dbos_tests::{Backend, TestDb};
 use std::future::IntoFuture;
 use std::time::Instant;
 
@@ -119,25 +120,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let workflows: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let which = args.get(2).cloned().unwrap_or_else(|| "both".into());
-    if which == "both" || which == "sqlite" {
-        let dir = std::env::temp_dir().join(format!("dbos-bench-hello-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let result = run(
-            &format!("sqlite://{}", dir.join("hello.sqlite").display()),
-            workflows,
-        )
-        .await;
-        let _ = std::fs::remove_dir_all(&dir);
+    for (backend, label) in [(Backend::Sqlite, "sqlite"), (Backend::Postgres, "postgres")] {
+        if which != "both" && which != label {
+            continue;
+        }
+        let db = TestDb::fresh(backend, "bench_hello").await;
+        let result = run(&db.url, workflows).await;
+        if let Some(dir) = &db.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         result?;
-    }
-    if which == "both" || which == "postgres" {
-        let server = dbos_tests::postgres_server();
-        let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await?;
-        sqlx::raw_sql("DROP DATABASE IF EXISTS bench_hello WITH (FORCE)")
-            .execute(&admin)
-            .await?;
-        admin.close().await;
-        run(&format!("{server}/bench_hello"), workflows).await?;
     }
     Ok(())
 }

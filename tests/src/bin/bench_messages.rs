@@ -238,6 +238,16 @@ fn cpu_time() -> Result<Duration, BoxError> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
+/// A connection to inspect the rows of the database at `url`, and its system tables' prefix.
+async fn inspect(url: &str) -> (dbos_tests::Inspect, &'static str) {
+    let db = TestDb {
+        url: url.to_owned(),
+        backend: backend_of(url),
+        dir: None,
+    };
+    (db.inspect().await, db.sys())
+}
+
 /// This process's resident memory, from `/proc/self/statm`.
 fn rss_bytes() -> Result<u64, BoxError> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
@@ -260,18 +270,7 @@ async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
         .with_executor_id("waiters")
         .with_version("waiters");
     let rt = Runtime::launch(cfg).await?;
-    let inspect = TestDb {
-        url: url.to_owned(),
-        backend: backend_of(url),
-        dir: None,
-    }
-    .inspect()
-    .await;
-    let sys = if backend_of(url) == Backend::Postgres {
-        "dbos."
-    } else {
-        ""
-    };
+    let (inspect, sys) = inspect(url).await;
     let parked_n = n / 2;
     let getters_n = n - parked_n;
     let line = rt
@@ -367,18 +366,7 @@ async fn pending(url: &str, n: usize) -> Result<(), BoxError> {
             .with_version("pending")
     };
     let rt = Runtime::launch(cfg()).await?;
-    let inspect = TestDb {
-        url: url.to_owned(),
-        backend: backend_of(url),
-        dir: None,
-    }
-    .inspect()
-    .await;
-    let sys = if backend_of(url) == Backend::Postgres {
-        "dbos."
-    } else {
-        ""
-    };
+    let (inspect, sys) = inspect(url).await;
     let started = Instant::now();
     rt.scope(async {
         for i in 0..n {

@@ -10,6 +10,7 @@
 
 use dbos_runtime::prelude::*;
 use dbos_runtime::{Runtime, WorkflowFilter};
+use dbos_tests::{Backend, TestDb};
 use std::future::IntoFuture;
 use std::time::Instant;
 
@@ -199,25 +200,16 @@ async fn main() -> Res<()> {
         .transpose()?
         .unwrap_or(1_000_000);
     let which = args.get(2).cloned().unwrap_or_else(|| "both".into());
-    if which == "both" || which == "sqlite" {
-        let dir = std::env::temp_dir().join(format!("dbos-bench-scale-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let result = run(
-            &format!("sqlite://{}", dir.join("scale.sqlite").display()),
-            n,
-        )
-        .await;
-        let _ = std::fs::remove_dir_all(&dir);
+    for (backend, label) in [(Backend::Sqlite, "sqlite"), (Backend::Postgres, "postgres")] {
+        if which != "both" && which != label {
+            continue;
+        }
+        let db = TestDb::fresh(backend, "bench_scale").await;
+        let result = run(&db.url, n).await;
+        if let Some(dir) = &db.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         result?;
-    }
-    if which == "both" || which == "postgres" {
-        let server = dbos_tests::postgres_server();
-        let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await?;
-        sqlx::raw_sql("DROP DATABASE IF EXISTS bench_scale WITH (FORCE)")
-            .execute(&admin)
-            .await?;
-        admin.close().await;
-        run(&format!("{server}/bench_scale"), n).await?;
     }
     Ok(())
 }
