@@ -25,7 +25,7 @@ macro_rules! on_writer {
         match $backend {
             Backend::Sqlite(b) => {
                 let _pass = b.gate.enter()?;
-                let mut $p = b.writer.begin().await?;
+                let mut $p = b.writer.begin_statement().await?;
                 let out = $body;
                 match out {
                     Ok(v) => $p.commit().await.map(|()| v),
@@ -80,8 +80,7 @@ macro_rules! in_write_tx {
         match $backend {
             Backend::Sqlite(b) => {
                 let _pass = b.gate.enter()?;
-                let mut $t = b.writer.begin().await?;
-                $t.savepoint("dbos_op").await?;
+                let mut $t = b.writer.begin_savepoint("dbos_op").await?;
                 let out = $body;
                 match out {
                     Ok(v) => $t.commit().await.map(|()| v),

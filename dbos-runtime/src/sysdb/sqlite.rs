@@ -59,6 +59,9 @@ impl SqliteDb {
         let reader = retry_connect(&what, || {
             SqlitePoolOptions::new()
                 .max_connections(4)
+                // A local file does not go away: sqlx's ping before every acquire would only
+                // cost a round trip to the connection's worker thread.
+                .test_before_acquire(false)
                 .idle_timeout(None)
                 .max_lifetime(None)
                 .connect_with(reader_opts.clone())
@@ -130,8 +133,7 @@ impl SqliteDb {
 
     /// Creates DBOS's tables at version 108 when the file has none (SYSDB.md §2).
     pub(crate) async fn migrate(&self) -> Result<()> {
-        let mut guard = self.writer.begin().await?;
-        guard.savepoint("dbos_migrate").await?;
+        let mut guard = self.writer.begin_savepoint("dbos_migrate").await?;
         match self.migrate_in(&mut guard).await {
             Ok(()) => guard.commit().await,
             Err(e) => {

@@ -3,9 +3,14 @@
 //! holder commits once for all of them. Each operation returns only after its commit, so
 //! durability per operation is unchanged, while the cost of a commit (the WAL write) is shared.
 //!
+//! Every call to the connection is a hand-off to its thread and back, so an operation makes as
+//! few as it can: a single statement with no batch open and nobody queued runs alone in
+//! autocommit (one call), and a batch's `BEGIN IMMEDIATE` travels with the first savepoint.
+//!
 //! Invariants: the connection is either idle or inside a `BEGIN IMMEDIATE` transaction owned by
-//! the batch; whoever releases the connection commits the batch unless another task is already
-//! queued for it (which then inherits the duty), or the batch is full. A task whose operation is
+//! the batch (or, for the one statement that holds it, in autocommit); whoever releases the
+//! connection commits the batch unless another task is already queued for it (which then
+//! inherits the duty), or the batch is full. A task whose operation is
 //! in a batch that nobody commits (its successor was cancelled) commits it itself after a short
 //! wait. A multi-statement operation runs inside a savepoint so that its failure undoes only it.
 
@@ -68,7 +73,18 @@ impl State {
     async fn clean_up(&mut self) {
         if let Some(sp) = self.dirty.take() {
             let sql = format!("ROLLBACK TO {sp}; RELEASE {sp}");
-            let _ = sqlx::Executor::execute(&mut self.conn, sql.as_str()).await;
+            if sqlx::Executor::execute(&mut self.conn, sql.as_str())
+                .await
+                .is_err()
+            {
+                // No such savepoint: the operation was cancelled before its first call ran,
+                // so whether a batch is open is unknown (it was marked open in advance).
+                // `BEGIN IMMEDIATE` settles it: it opens one, or fails inside one.
+                self.open = match sqlx::Executor::execute(&mut self.conn, "BEGIN IMMEDIATE").await {
+                    Ok(_) => true,
+                    Err(e) => e.to_string().contains("within a transaction"),
+                };
+            }
         }
     }
 
@@ -127,32 +143,81 @@ impl Writer {
         Ok(guard)
     }
 
-    /// Takes the connection inside the open batch (starting one with `BEGIN IMMEDIATE`).
-    pub(crate) async fn begin(&self) -> Result<WriteGuard> {
-        let guard = self.lock().await?;
-        let mut w = WriteGuard {
-            guard,
+    async fn take(&self) -> Result<WriteGuard> {
+        Ok(WriteGuard {
+            guard: self.lock().await?,
             shared: self.shared.clone(),
             savepoint: None,
-        };
+            alone: false,
+            began_in_front: false,
+        })
+    }
+
+    /// Takes the connection inside the open batch (starting one with `BEGIN IMMEDIATE`).
+    pub(crate) async fn begin(&self) -> Result<WriteGuard> {
+        let mut w = self.take().await?;
         if !w.guard.open {
-            if let Err(e) = exec(&mut w.guard.conn, "BEGIN IMMEDIATE", "beginning a write").await {
-                w.release().await;
-                return Err(e);
-            }
-            w.guard.open = true;
+            w.open_batch().await?;
         }
         Ok(w)
     }
 
+    /// Takes the connection for one statement: inside the open batch, or inside a new one when
+    /// other operations are queued to join it, or else alone in autocommit (the statement
+    /// commits by itself: one call to the connection's thread instead of three).
+    ///
+    /// Only for a single statement, which SQLite applies or undoes as a whole.
+    pub(crate) async fn begin_statement(&self) -> Result<WriteGuard> {
+        let mut w = self.take().await?;
+        if w.guard.open {
+            return Ok(w);
+        }
+        if self.shared.waiting.load(Ordering::SeqCst) > 0 {
+            w.open_batch().await?;
+        } else {
+            w.alone = true;
+        }
+        Ok(w)
+    }
+
+    /// Takes the connection inside the open batch under savepoint `name`, so that the
+    /// operation can be undone alone; `BEGIN IMMEDIATE` (when no batch is open) and the
+    /// `SAVEPOINT` travel in one call.
+    pub(crate) async fn begin_savepoint(&self, name: &'static str) -> Result<WriteGuard> {
+        let mut w = self.take().await?;
+        let began = !w.guard.open;
+        let sql = if began {
+            format!("BEGIN IMMEDIATE;\nSAVEPOINT {name}")
+        } else {
+            format!("SAVEPOINT {name}")
+        };
+        // Marked before sending: if this task is cancelled mid-call, the next holder finds
+        // the savepoint to roll back, and `clean_up` settles whether a batch is open.
+        w.guard.open = true;
+        w.savepoint = Some(name);
+        if let Err(e) = exec(&mut w.guard.conn, &sql, "beginning a write").await {
+            w.savepoint = None;
+            if began {
+                // `BEGIN IMMEDIATE` failed (the file is busy), or, in theory, the savepoint
+                // after it: either way no batch of ours is open afterwards.
+                let _ = sqlx::Executor::execute(&mut w.guard.conn, "ROLLBACK").await;
+                w.guard.open = false;
+            }
+            w.release().await;
+            return Err(e);
+        }
+        Ok(w)
+    }
+
+    /// Takes the connection for an operation whose first statement opens its savepoint (and
+    /// the batch) itself: see [`WriteGuard::open_in_front`].
+    pub(crate) async fn take_lazily(&self) -> Result<WriteGuard> {
+        self.take().await
+    }
+
     /// Takes the connection for a statement that writes nothing (a pragma), batch or not.
     pub(crate) async fn plain(&self) -> Result<WriteGuard> {
-        let guard = self.lock().await?;
-        Ok(WriteGuard {
-            guard,
-            shared: self.shared.clone(),
-            savepoint: None,
-        })
+        self.take().await
     }
 
     /// How many batch `COMMIT`s ran.
@@ -186,6 +251,10 @@ pub(crate) struct WriteGuard {
     guard: OwnedMutexGuard<State>,
     shared: Arc<Shared>,
     savepoint: Option<&'static str>,
+    /// The holder runs one statement in autocommit (no batch was open): it commits by itself.
+    alone: bool,
+    /// [`WriteGuard::open_in_front`] put `BEGIN IMMEDIATE` in front of the first statement.
+    began_in_front: bool,
 }
 
 impl std::ops::Deref for WriteGuard {
@@ -202,6 +271,16 @@ impl std::ops::DerefMut for WriteGuard {
 }
 
 impl WriteGuard {
+    /// Starts a batch with `BEGIN IMMEDIATE`; on failure gives the connection back.
+    async fn open_batch(&mut self) -> Result<()> {
+        if let Err(e) = exec(&mut self.guard.conn, "BEGIN IMMEDIATE", "beginning a write").await {
+            self.release().await;
+            return Err(e);
+        }
+        self.guard.open = true;
+        Ok(())
+    }
+
     /// `PRAGMA data_version` of the writer connection.
     pub(crate) async fn data_version(&mut self) -> std::result::Result<i64, String> {
         sqlx::query_scalar::<_, i64>("PRAGMA data_version")
@@ -210,16 +289,63 @@ impl WriteGuard {
             .map_err(|e| e.to_string())
     }
 
-    /// Opens a savepoint so that this operation can be undone alone.
-    pub(crate) async fn savepoint(&mut self, name: &'static str) -> Result<()> {
-        exec(
-            &mut self.guard.conn,
-            &format!("SAVEPOINT {name}"),
-            "opening a savepoint",
-        )
-        .await?;
+    /// The text that opens savepoint `name` in front of the caller's first statement, with
+    /// `BEGIN IMMEDIATE` before it when no batch is open, so that both travel with the
+    /// statement. Both are marked open at once (a cancelled caller leaves the savepoint for the
+    /// next holder to roll back); after a failed call the caller settles them with
+    /// [`WriteGuard::settle_failed_open`].
+    ///
+    /// Returns the text and how many statements it holds.
+    pub(crate) fn open_in_front(&mut self, name: &'static str) -> (String, usize) {
+        self.began_in_front = !self.guard.open;
+        self.guard.open = true;
         self.savepoint = Some(name);
-        Ok(())
+        if self.began_in_front {
+            (format!("BEGIN IMMEDIATE;\nSAVEPOINT {name};\n"), 2)
+        } else {
+            (format!("SAVEPOINT {name};\n"), 1)
+        }
+    }
+
+    /// After the statement carrying [`WriteGuard::open_in_front`] failed: whether the batch
+    /// and the savepoint opened. Only `BEGIN IMMEDIATE` can have failed before the statement
+    /// (the file was busy); SQLite settles it, since a second `BEGIN IMMEDIATE` fails inside a
+    /// transaction and opens a fresh, empty batch outside one.
+    pub(crate) async fn settle_failed_open(&mut self) {
+        if !std::mem::take(&mut self.began_in_front) {
+            // Only the savepoint went in front, inside an open batch: it opened.
+            return;
+        }
+        match sqlx::Executor::execute(&mut self.guard.conn, "BEGIN IMMEDIATE").await {
+            Ok(_) => self.savepoint = None,
+            Err(e) if e.to_string().contains("within a transaction") => {}
+            Err(_) => {
+                self.savepoint = None;
+                self.guard.open = false;
+            }
+        }
+    }
+
+    /// Whether the operation's last statement may carry the batch's `COMMIT`: it is the only
+    /// operation in the batch and nobody is queued to join it.
+    pub(crate) fn may_commit_inline(&self) -> bool {
+        self.guard.open
+            && self.guard.pending.is_empty()
+            && self.shared.waiting.load(Ordering::SeqCst) == 0
+    }
+
+    /// Records that the last statement carried the `COMMIT` (after
+    /// [`WriteGuard::may_commit_inline`]) and it ran: the batch, this operation alone, is
+    /// committed.
+    pub(crate) fn committed_inline(&mut self) {
+        self.savepoint = None;
+        self.guard.open = false;
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether this operation's savepoint is open.
+    pub(crate) fn in_savepoint(&self) -> bool {
+        self.savepoint.is_some()
     }
 
     /// Records that the caller's own statement released the savepoint.
@@ -257,7 +383,11 @@ impl WriteGuard {
             }
         }
         if !self.guard.open {
-            // Not in a batch (a plain guard): nothing to wait for.
+            // Not in a batch: a statement that committed by itself, an operation whose last
+            // statement carried the COMMIT, or a plain guard.
+            if self.alone {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+            }
             self.release().await;
             return Ok(());
         }

@@ -5,7 +5,10 @@
 //!                                    "postgres in-process", "cross-process", "waiters"...),
 //!                                    on fresh databases
 //! bench_messages pending URL N       N workflows waiting at shutdown: relaunch to serving, all resumed
-//! bench_messages waiters URL N SECS  N waiters (half recv, half get_event) for SECS; CPU and commits
+//! bench_messages waiters URL N SECS [MIX]
+//!                                    N waiters for SECS: CPU, commits and memory per waiter; MIX
+//!                                    is half (recv workflows and get_event callers, the default),
+//!                                    recv (workflows parked in recv only) or get_event
 //! bench_messages peer URL ROUNDS     the echo workflow in a process of its own (cross-process runs)
 //! ```
 //!
@@ -261,7 +264,7 @@ fn rss_bytes() -> Result<u64, BoxError> {
     Ok(pages * page)
 }
 
-async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
+async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxError> {
     // The liveness record's renewal (a commit every timeout/5 on Postgres) is the process's
     // cost, not the waiters': kept out of the measured window.
     let cfg = DbosConfig::new("bench-messages-waiters")
@@ -271,7 +274,12 @@ async fn waiters(url: &str, n: usize, secs: u64) -> Result<(), BoxError> {
         .with_version("waiters");
     let rt = Runtime::launch(cfg).await?;
     let (inspect, sys) = inspect(url).await;
-    let parked_n = n / 2;
+    let parked_n = match mix {
+        "half" => n / 2,
+        "recv" => n,
+        "get_event" => 0,
+        other => return Err(format!("the mix is half, recv or get_event, not {other}").into()),
+    };
     let getters_n = n - parked_n;
     let line = rt
         .scope(async {
@@ -509,7 +517,10 @@ async fn main() -> Result<(), BoxError> {
             .ok_or_else(|| format!("missing argument {i}: see the usage in bench_messages.rs"))
     };
     match args.first().map(String::as_str) {
-        Some("waiters") => waiters(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?).await,
+        Some("waiters") => {
+            let mix = args.get(4).map_or("half", String::as_str);
+            waiters(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, mix).await
+        }
         Some("pending") => pending(arg(1)?, arg(2)?.parse()?).await,
         Some("peer") => peer(arg(1)?, arg(2)?.parse()?).await,
         Some(rounds) => all(rounds.parse()?, args.get(1).map_or("", String::as_str)).await,

@@ -21,7 +21,7 @@ pub use query::{FromRow, TxQuery};
 use super::Backend;
 use crate::error::{Error, Result};
 use pg::PgTx;
-use sqlite::{SqliteConn, SqliteState, SqliteTx, TX_SAVEPOINT};
+use sqlite::{SqliteConn, SqliteState, SqliteTx};
 use std::fmt;
 
 /// Isolation level of a `#[transaction]` on Postgres. SQLite transactions are always
@@ -171,12 +171,12 @@ impl Tx {
                 } else {
                     // The writer joins the current group commit; a savepoint makes this
                     // transaction undoable alone.
-                    let mut guard = b.writer.begin().await?;
-                    guard.savepoint(TX_SAVEPOINT).await?;
+                    // The first statement opens the savepoint (see `SqliteTx::text`).
+                    let guard = b.writer.take_lazily().await?;
                     Inner::Sqlite(SqliteTx {
                         conn: SqliteConn::Writer(Some(guard)),
                         begin: "",
-                        state: SqliteState::Open,
+                        state: SqliteState::NotBegun,
                     })
                 }
             }

@@ -11,6 +11,9 @@ use std::borrow::Cow;
 /// A SQLite transaction driven by hand, to save round trips to the connection's thread:
 /// `BEGIN` travels with the first statement and `COMMIT` with the runtime's checkpoint insert,
 /// so a transaction step of one statement costs two (`BEGIN; UPDATE …` and `INSERT …; COMMIT`).
+/// On the writer the same holds with the group commit's savepoint: `[BEGIN IMMEDIATE;]
+/// SAVEPOINT; UPDATE …`, then `INSERT …; RELEASE`, with the batch's `COMMIT` behind it when the
+/// transaction is alone in its batch (else the batch commits once for all its operations).
 pub(super) struct SqliteTx {
     pub(super) conn: SqliteConn,
     /// `BEGIN IMMEDIATE` (writers) or `BEGIN` (readers).
@@ -40,21 +43,15 @@ pub(super) enum SqliteConn {
     Writer(Option<WriteGuard>),
 }
 
-pub(super) const TX_SAVEPOINT: &str = "dbos_tx";
+const TX_SAVEPOINT: &str = "dbos_tx";
 
 impl SqliteConn {
     fn get(&mut self) -> sqlx::Result<&mut sqlx::SqliteConnection> {
         match self {
             SqliteConn::Reader(c) => Ok(&mut *c),
             SqliteConn::Writer(Some(g)) => Ok(&mut *g),
-            SqliteConn::Writer(None) => Err(sqlx::Error::Protocol(
-                "the transaction has already ended".into(),
-            )),
+            SqliteConn::Writer(None) => Err(ended()),
         }
-    }
-
-    fn is_writer(&self) -> bool {
-        matches!(self, SqliteConn::Writer(_))
     }
 
     fn close_on_drop(&mut self) {
@@ -73,6 +70,49 @@ impl Drop for SqliteTx {
             self.conn.close_on_drop();
         }
     }
+}
+
+/// Runs `text` and returns the rows changed by the caller's statements in it, not counting
+/// the ones [`SqliteTx::text`] put around them.
+async fn rows_affected(
+    text: &str,
+    params: &[Param],
+    conn: &mut sqlx::SqliteConnection,
+    carried: Carried,
+) -> sqlx::Result<u64> {
+    use futures_util::TryStreamExt;
+    // Several statements in one prepared text is SQLite-only in sqlx (hence the deprecation);
+    // it is what saves the calls here, and each statement's own result comes back.
+    #[allow(deprecated)]
+    let mut results = bind_sqlite(text, params).fetch_many(conn);
+    let mut counts = Vec::with_capacity(carried.before + 1 + carried.after);
+    while let Some(item) = results.try_next().await? {
+        if let sqlx::Either::Left(done) = item {
+            counts.push(done.rows_affected());
+        }
+    }
+    let end = counts.len().saturating_sub(carried.after);
+    Ok(counts
+        .get(carried.before.min(end)..end)
+        .map_or(0, |own| own.iter().sum()))
+}
+
+fn ended() -> sqlx::Error {
+    sqlx::Error::Protocol("the transaction has already ended".into())
+}
+
+/// What a statement's text carries besides the statement (see [`SqliteTx::text`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Carried {
+    /// The savepoint (and maybe the batch's `BEGIN IMMEDIATE`) in front.
+    opens: bool,
+    /// The batch's `COMMIT` behind.
+    commits: bool,
+    /// Statements in front of the caller's, and behind it: their row counts are not the
+    /// caller's (SQLite reports the last data change's count for `BEGIN`, `SAVEPOINT`,
+    /// `RELEASE` and `COMMIT`).
+    before: usize,
+    after: usize,
 }
 
 /// SQLite errors after which "the transaction may or may not be rolled back automatically"
@@ -102,35 +142,87 @@ impl SqliteTx {
         match self.state {
             SqliteState::NotBegun | SqliteState::Open => Ok(()),
             SqliteState::Poisoned => Err(poisoned()),
-            SqliteState::Ended => Err(sqlx::Error::Protocol(
-                "the transaction has already ended".into(),
-            )),
+            SqliteState::Ended => Err(ended()),
         }
     }
 
     /// The text to send for `sql`: with the pending `BEGIN` in front, and `COMMIT` behind when
-    /// this statement ends the transaction.
-    fn text<'a>(&self, sql: &'a str, commit: bool) -> Cow<'a, str> {
-        if self.conn.is_writer() {
-            // Inside the group commit: the savepoint opened at begin. The statement that ends
-            // the transaction (the checkpoint insert, whose row count nobody reads) carries its
-            // RELEASE; the batch's COMMIT follows in `commit`.
-            return if commit {
-                Cow::Owned(format!("{sql};\nRELEASE {TX_SAVEPOINT}"))
-            } else {
-                Cow::Borrowed(sql)
-            };
+    /// this statement ends the transaction; and what the text carries besides `sql`.
+    fn text<'a>(&mut self, sql: &'a str, commit: bool) -> sqlx::Result<(Cow<'a, str>, Carried)> {
+        let mut carried = Carried::default();
+        if let SqliteConn::Writer(slot) = &mut self.conn {
+            // Inside the group commit, under a savepoint that the first statement opens (with
+            // the batch's BEGIN IMMEDIATE when none is open). The statement that ends the
+            // transaction (the checkpoint insert, whose row count nobody reads) carries the
+            // RELEASE, and the batch's COMMIT too when this transaction is alone in it.
+            let g = slot.as_mut().ok_or_else(ended)?;
+            if self.state != SqliteState::NotBegun && !commit {
+                return Ok((Cow::Borrowed(sql), carried));
+            }
+            let mut text = String::with_capacity(sql.len() + 64);
+            if self.state == SqliteState::NotBegun {
+                let (front, statements) = g.open_in_front(TX_SAVEPOINT);
+                text.push_str(&front);
+                carried.opens = true;
+                carried.before = statements;
+            }
+            text.push_str(sql);
+            if commit {
+                text.push_str(";\nRELEASE ");
+                text.push_str(TX_SAVEPOINT);
+                carried.after = 1;
+                if g.may_commit_inline() {
+                    text.push_str(";\nCOMMIT");
+                    carried.commits = true;
+                    carried.after = 2;
+                }
+            }
+            return Ok((Cow::Owned(text), carried));
         }
-        match (self.state == SqliteState::NotBegun, commit) {
+        let begin = self.state == SqliteState::NotBegun;
+        carried.before = usize::from(begin);
+        carried.after = usize::from(commit);
+        let text = match (begin, commit) {
             (false, false) => Cow::Borrowed(sql),
             (true, false) => Cow::Owned(format!("{};\n{sql}", self.begin)),
             (false, true) => Cow::Owned(format!("{sql};\nCOMMIT")),
             (true, true) => Cow::Owned(format!("{};\n{sql};\nCOMMIT", self.begin)),
-        }
+        };
+        Ok((text, carried))
     }
 
     /// Tracks what a statement sent by [`SqliteTx::text`] did to the transaction.
-    fn settle(&mut self, commit: bool, error: Option<&sqlx::Error>) {
+    async fn settle(&mut self, commit: bool, carried: Carried, error: Option<&sqlx::Error>) {
+        if let SqliteConn::Writer(Some(g)) = &mut self.conn {
+            self.state = match error {
+                None => {
+                    if carried.commits {
+                        g.committed_inline();
+                    }
+                    if commit {
+                        SqliteState::Ended
+                    } else {
+                        SqliteState::Open
+                    }
+                }
+                // The batch held only this transaction: whichever statement failed (the last
+                // one, or a deferred constraint at COMMIT), ending the batch ends just it.
+                Some(_) if carried.commits => SqliteState::Poisoned,
+                Some(e) => {
+                    if carried.opens {
+                        g.settle_failed_open().await;
+                    }
+                    if !g.in_savepoint() {
+                        SqliteState::NotBegun
+                    } else if may_have_rolled_back(e) {
+                        SqliteState::Poisoned
+                    } else {
+                        SqliteState::Open
+                    }
+                }
+            };
+            return;
+        }
         self.state = match (error, self.state) {
             (None, _) if commit => SqliteState::Ended,
             (None, _) => SqliteState::Open,
@@ -153,12 +245,9 @@ impl SqliteTx {
         commit: bool,
     ) -> sqlx::Result<u64> {
         self.usable()?;
-        let text = self.text(sql, commit);
-        let r = bind_sqlite(&text, params)
-            .execute(self.conn.get()?)
-            .await
-            .map(|r| r.rows_affected());
-        self.settle(commit, r.as_ref().err());
+        let (text, carried) = self.text(sql, commit)?;
+        let r = rows_affected(&text, params, self.conn.get()?, carried).await;
+        self.settle(commit, carried, r.as_ref().err()).await;
         if commit && r.is_err() {
             // The transaction cannot commit any more: end it now (see `PgTx`).
             let _ = self.rollback().await;
@@ -172,9 +261,9 @@ impl SqliteTx {
         params: &[Param],
     ) -> sqlx::Result<Vec<SqliteRow>> {
         self.usable()?;
-        let text = self.text(sql, false);
+        let (text, carried) = self.text(sql, false)?;
         let r = bind_sqlite(&text, params).fetch_all(self.conn.get()?).await;
-        self.settle(false, r.as_ref().err());
+        self.settle(false, carried, r.as_ref().err()).await;
         r
     }
 
@@ -184,11 +273,11 @@ impl SqliteTx {
         params: &[Param],
     ) -> sqlx::Result<Option<SqliteRow>> {
         self.usable()?;
-        let text = self.text(sql, false);
+        let (text, carried) = self.text(sql, false)?;
         let r = bind_sqlite(&text, params)
             .fetch_optional(self.conn.get()?)
             .await;
-        self.settle(false, r.as_ref().err());
+        self.settle(false, carried, r.as_ref().err()).await;
         r
     }
 
@@ -199,8 +288,14 @@ impl SqliteTx {
                 return Err(poisoned());
             }
             let released = self.state == SqliteState::Ended;
+            let began = self.state != SqliteState::NotBegun;
             self.state = SqliteState::Ended;
             return match slot.take() {
+                // No statement ran: nothing to commit.
+                Some(g) if !began => {
+                    g.abandon().await;
+                    Ok(false)
+                }
                 // Releases the savepoint (unless the last statement carried the RELEASE), then
                 // waits for the batch's COMMIT.
                 Some(mut g) => {
@@ -263,5 +358,203 @@ impl SqliteTx {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The writer's transaction path, which saves calls by sending the savepoint (and the
+    //! batch's `BEGIN IMMEDIATE`) with the first statement and the `COMMIT` with the last:
+    //! what happens when the file is busy, when the last statement fails, and when the caller
+    //! is cancelled in the middle of its first statement.
+
+    use super::*;
+    use crate::sysdb::sqlite_writer::Writer;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+    use std::time::Duration;
+
+    struct Db {
+        dir: std::path::PathBuf,
+        opts: SqliteConnectOptions,
+        writer: Writer,
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn db(name: &str) -> Db {
+        let dir = std::env::temp_dir().join(format!("dbos-tx-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join("db.sqlite"))
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_millis(50));
+        let writer = Writer::connect(&opts).await.unwrap();
+        let mut w = writer.begin_statement().await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
+            .execute(&mut *w)
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        Db { dir, opts, writer }
+    }
+
+    impl Db {
+        async fn tx(&self) -> SqliteTx {
+            SqliteTx {
+                conn: SqliteConn::Writer(Some(self.writer.take_lazily().await.unwrap())),
+                begin: "",
+                state: SqliteState::NotBegun,
+            }
+        }
+
+        /// The keys committed, read on a separate connection.
+        async fn keys(&self) -> Vec<String> {
+            let mut c = self.opts.connect().await.unwrap();
+            sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+        }
+
+        /// One more write through the writer must work: no transaction or savepoint is left
+        /// open by mistake.
+        async fn still_writes(&self, key: &str) {
+            let mut tx = self.tx().await;
+            tx.execute("INSERT INTO t VALUES ($1)", &[key.into()], true)
+                .await
+                .unwrap();
+            assert!(tx.commit().await.unwrap());
+            let mut w = self.writer.begin_statement().await.unwrap();
+            sqlx::query("INSERT INTO t VALUES ($1)")
+                .bind(format!("{key}-alone"))
+                .execute(&mut *w)
+                .await
+                .unwrap();
+            w.commit().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_alone_sends_begin_and_commit_with_its_statements() {
+        let db = db("alone").await;
+        let before = db.writer.batch_commits();
+        let mut tx = db.tx().await;
+        tx.execute("INSERT INTO t VALUES ('a')", &[], false)
+            .await
+            .unwrap();
+        tx.execute("INSERT INTO t VALUES ('b')", &[], true)
+            .await
+            .unwrap();
+        // The last statement carried the COMMIT: a separate connection already sees both.
+        assert_eq!(db.keys().await, ["a", "b"]);
+        assert!(tx.commit().await.unwrap());
+        assert_eq!(db.writer.batch_commits() - before, 1, "one commit");
+        db.still_writes("c").await;
+        assert_eq!(db.keys().await, ["a", "b", "c", "c-alone"]);
+    }
+
+    #[tokio::test]
+    async fn row_counts_are_the_statements_own_not_what_travels_with_them() {
+        let db = db("counts").await;
+        let mut tx = db.tx().await;
+        let n = tx.execute("INSERT INTO t VALUES ('a'), ('b'), ('c')", &[], false);
+        assert_eq!(n.await.unwrap(), 3);
+        let n = tx.execute("UPDATE t SET k = k WHERE k = 'none'", &[], false);
+        assert_eq!(n.await.unwrap(), 0);
+        let n = tx.execute("DELETE FROM t WHERE k = 'a'", &[], true);
+        assert_eq!(n.await.unwrap(), 1, "not counting the RELEASE and COMMIT behind it");
+        assert!(tx.commit().await.unwrap());
+        // The BEGIN and SAVEPOINT in front would report the DELETE's 1 each.
+        let mut tx = db.tx().await;
+        let n = tx.execute("UPDATE t SET k = k WHERE k = 'none'", &[], false);
+        assert_eq!(n.await.unwrap(), 0, "not counting the BEGIN and SAVEPOINT in front");
+        let n = tx.execute("UPDATE t SET k = k WHERE k = 'b'", &[], true);
+        assert_eq!(n.await.unwrap(), 1);
+        assert!(tx.commit().await.unwrap());
+        assert_eq!(db.keys().await, ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_last_statement_that_carried_the_commit_keeps_nothing() {
+        let db = db("last-fails").await;
+        db.still_writes("dup").await;
+        let mut tx = db.tx().await;
+        tx.execute("INSERT INTO t VALUES ('mine')", &[], false)
+            .await
+            .unwrap();
+        let err = tx
+            .execute("INSERT INTO t VALUES ('dup')", &[], true)
+            .await
+            .expect_err("a duplicate key");
+        assert!(err.to_string().contains("UNIQUE"), "{err}");
+        assert_eq!(tx.state, SqliteState::Ended, "rolled back at once");
+        assert_eq!(db.keys().await, ["dup", "dup-alone"], "'mine' went with it");
+        db.still_writes("next").await;
+    }
+
+    #[tokio::test]
+    async fn a_busy_file_at_the_first_statement_leaves_no_batch_open() {
+        let db = db("busy").await;
+        // Another connection holds the write lock: the BEGIN IMMEDIATE in front fails.
+        let mut other = db.opts.connect().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let mut tx = db.tx().await;
+        let err = tx
+            .execute("INSERT INTO t VALUES ('x')", &[], false)
+            .await
+            .expect_err("busy");
+        assert!(crate::error::is_conflict(&err), "{err}");
+        assert_eq!(tx.state, SqliteState::NotBegun, "nothing began");
+        tx.rollback().await.unwrap();
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        other.close().await.unwrap();
+        db.still_writes("after").await;
+        assert_eq!(db.keys().await, ["after", "after-alone"]);
+    }
+
+    #[tokio::test]
+    async fn a_caller_cancelled_in_its_first_statement_leaves_nothing_behind() {
+        let db = db("cancelled").await;
+        for delay_ms in [0, 1, 5, 20] {
+            let writer = db.writer.clone();
+            let task = tokio::spawn(async move {
+                let mut tx = SqliteTx {
+                    conn: SqliteConn::Writer(Some(writer.take_lazily().await.unwrap())),
+                    begin: "",
+                    state: SqliteState::NotBegun,
+                };
+                // A slow first statement, so that the cancellation lands while it runs.
+                tx.execute(
+                    "INSERT INTO t SELECT 'slow-' || x FROM (WITH RECURSIVE n(x) AS \
+                     (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000) \
+                     SELECT max(x) AS x FROM n)",
+                    &[],
+                    false,
+                )
+                .await
+                .unwrap();
+                std::future::pending::<()>().await;
+            });
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            task.abort();
+            let _ = task.await;
+            db.still_writes(&format!("after-{delay_ms}")).await;
+        }
+        let keys = db.keys().await;
+        assert!(
+            keys.iter().all(|k| !k.starts_with("slow")),
+            "the cancelled transaction's write was rolled back: {keys:?}"
+        );
+        assert_eq!(keys.len(), 8, "{keys:?}");
     }
 }
