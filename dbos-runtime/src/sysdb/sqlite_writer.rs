@@ -37,6 +37,28 @@ struct State {
     pending: Vec<oneshot::Sender<CommitResult>>,
     /// A savepoint left behind by a cancelled operation, to roll back before anything else.
     dirty: Option<&'static str>,
+    /// A statement that changes whether a transaction is open was sent, and its caller was
+    /// cancelled before learning how it went: the next holder asks SQLite.
+    unsure: Option<Unsure>,
+}
+
+/// What an [`State::unsure`] statement was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsure {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// Whether the connection is inside a transaction (SQLite's autocommit flag is off); `None`
+/// when the connection cannot be asked. Queued behind every call sent before it, so it sees
+/// what they left.
+async fn in_transaction(conn: &mut SqliteConnection) -> Option<bool> {
+    let mut handle = conn.lock_handle().await.ok()?;
+    let db = handle.as_raw_handle();
+    // SAFETY: `db` is this open connection's handle, held for us while `handle` lives (the
+    // connection's thread waits meanwhile); sqlite3_get_autocommit only reads a flag.
+    Some(unsafe { libsqlite3_sys::sqlite3_get_autocommit(db.as_ptr()) } == 0)
 }
 
 struct Shared {
@@ -69,40 +91,68 @@ async fn exec(conn: &mut SqliteConnection, sql: &str, doing: &'static str) -> Re
 }
 
 impl State {
-    /// Rolls back what an operation cancelled mid-way left behind.
+    /// Rolls back what an operation cancelled mid-way left behind, and settles from SQLite
+    /// itself whether a batch is open when a cancelled call left that unknown.
     async fn clean_up(&mut self) {
-        if let Some(sp) = self.dirty.take() {
+        let dirty = self.dirty.take();
+        let unsure = self.unsure.take();
+        if dirty.is_none() && unsure.is_none() {
+            return;
+        }
+        if let Some(sp) = dirty {
+            // Fails when the operation was cancelled before its savepoint opened.
             let sql = format!("ROLLBACK TO {sp}; RELEASE {sp}");
-            if sqlx::Executor::execute(&mut self.conn, sql.as_str())
-                .await
-                .is_err()
-            {
-                // No such savepoint: the operation was cancelled before its first call ran,
-                // so whether a batch is open is unknown (it was marked open in advance).
-                // `BEGIN IMMEDIATE` settles it: it opens one, or fails inside one.
-                self.open = match sqlx::Executor::execute(&mut self.conn, "BEGIN IMMEDIATE").await {
-                    Ok(_) => true,
-                    Err(e) => e.to_string().contains("within a transaction"),
+            let _ = sqlx::Executor::execute(&mut self.conn, sql.as_str()).await;
+        }
+        match in_transaction(&mut self.conn).await {
+            // A batch is open (perhaps one whose BEGIN IMMEDIATE ran after its caller left):
+            // whoever releases the connection next commits it.
+            Some(true) => self.open = true,
+            Some(false) => {
+                // No batch: a cancelled COMMIT ran (it fails only with the transaction still
+                // open), or the batch was rolled back: by a cancelled ROLLBACK, or by SQLite
+                // after a cancelled operation's statement failed.
+                self.open = false;
+                let outcome = match unsure {
+                    Some(Unsure::Commit) => Ok(()),
+                    _ => Err(ROLLED_BACK.to_owned()),
                 };
+                for p in self.pending.drain(..) {
+                    let _ = p.send(outcome.clone());
+                }
+            }
+            None => {
+                let _ = sqlx::Executor::execute(&mut self.conn, "ROLLBACK").await;
+                self.open = false;
+                for p in self.pending.drain(..) {
+                    let _ = p.send(Err(ROLLED_BACK.to_owned()));
+                }
             }
         }
     }
 
     async fn commit_batch(&mut self) {
+        self.unsure = Some(Unsure::Commit);
         let result = sqlx::Executor::execute(&mut self.conn, "COMMIT")
             .await
             .map(|_| ())
             .map_err(|e| e.to_string());
         if result.is_err() {
             // A failed COMMIT may leave the transaction open: end it so the next batch starts clean.
+            self.unsure = Some(Unsure::Rollback);
             let _ = sqlx::Executor::execute(&mut self.conn, "ROLLBACK").await;
         }
+        self.unsure = None;
         self.open = false;
         for p in self.pending.drain(..) {
             let _ = p.send(result.clone());
         }
     }
 }
+
+/// What the operations of a batch that was rolled back as a whole are told.
+const ROLLED_BACK: &str =
+    "an earlier operation in the same batch failed and SQLite rolled the batch back";
 
 impl Writer {
     pub(crate) async fn connect(
@@ -116,6 +166,7 @@ impl Writer {
                     open: false,
                     pending: Vec::new(),
                     dirty: None,
+                    unsure: None,
                 })),
                 closed: AtomicBool::new(false),
                 waiting: AtomicUsize::new(0),
@@ -196,13 +247,14 @@ impl Writer {
         w.guard.open = true;
         w.savepoint = Some(name);
         if let Err(e) = exec(&mut w.guard.conn, &sql, "beginning a write").await {
-            w.savepoint = None;
             if began {
                 // `BEGIN IMMEDIATE` failed (the file is busy), or, in theory, the savepoint
-                // after it: either way no batch of ours is open afterwards.
+                // after it: either way no batch of ours is open afterwards. (Cancelled during
+                // the ROLLBACK, the savepoint still marked makes the next holder settle it.)
                 let _ = sqlx::Executor::execute(&mut w.guard.conn, "ROLLBACK").await;
                 w.guard.open = false;
             }
+            w.savepoint = None;
             w.release().await;
             return Err(e);
         }
@@ -273,7 +325,12 @@ impl std::ops::DerefMut for WriteGuard {
 impl WriteGuard {
     /// Starts a batch with `BEGIN IMMEDIATE`; on failure gives the connection back.
     async fn open_batch(&mut self) -> Result<()> {
-        if let Err(e) = exec(&mut self.guard.conn, "BEGIN IMMEDIATE", "beginning a write").await {
+        // BEGIN IMMEDIATE may wait for another process's lock (up to the busy timeout): if this
+        // task is cancelled meanwhile, it still runs, and the next holder must find out.
+        self.guard.unsure = Some(Unsure::Begin);
+        let r = exec(&mut self.guard.conn, "BEGIN IMMEDIATE", "beginning a write").await;
+        self.guard.unsure = None;
+        if let Err(e) = r {
             self.release().await;
             return Err(e);
         }
@@ -309,19 +366,21 @@ impl WriteGuard {
 
     /// After the statement carrying [`WriteGuard::open_in_front`] failed: whether the batch
     /// and the savepoint opened. Only `BEGIN IMMEDIATE` can have failed before the statement
-    /// (the file was busy); SQLite settles it, since a second `BEGIN IMMEDIATE` fails inside a
-    /// transaction and opens a fresh, empty batch outside one.
+    /// (the file was busy); SQLite's autocommit flag tells.
     pub(crate) async fn settle_failed_open(&mut self) {
         if !std::mem::take(&mut self.began_in_front) {
             // Only the savepoint went in front, inside an open batch: it opened.
             return;
         }
-        match sqlx::Executor::execute(&mut self.guard.conn, "BEGIN IMMEDIATE").await {
-            Ok(_) => self.savepoint = None,
-            Err(e) if e.to_string().contains("within a transaction") => {}
-            Err(_) => {
+        match in_transaction(&mut self.guard.conn).await {
+            Some(true) => {}
+            Some(false) => {
                 self.savepoint = None;
                 self.guard.open = false;
+            }
+            None => {
+                // Cannot tell: the next holder settles it (the savepoint stays marked).
+                self.guard.unsure = Some(Unsure::Begin);
             }
         }
     }
@@ -413,13 +472,12 @@ impl WriteGuard {
     pub(crate) async fn abort_batch(mut self) {
         self.savepoint = None;
         if self.guard.open {
+            self.guard.unsure = Some(Unsure::Rollback);
             let _ = sqlx::Executor::execute(&mut self.guard.conn, "ROLLBACK").await;
+            self.guard.unsure = None;
             self.guard.open = false;
-            let why =
-                "an earlier operation in the same batch failed and SQLite rolled the batch back"
-                    .to_owned();
             for p in self.guard.pending.drain(..) {
-                let _ = p.send(Err(why.clone()));
+                let _ = p.send(Err(ROLLED_BACK.to_owned()));
             }
         }
     }
@@ -472,8 +530,10 @@ async fn wait_for_commit(
             Ok(Ok(r)) => return r.map_err(Error::CommitFailed),
             Ok(Err(_)) => return Err(Error::CommitFailed("the writer was closed".into())),
             Err(_) => {
-                // Whoever was to commit our batch went away: commit it ourselves.
+                // Whoever was to commit our batch went away: commit it ourselves, after
+                // rolling back what a cancelled operation left in it.
                 let mut g = shared.state.clone().lock_owned().await;
+                g.clean_up().await;
                 if g.open && shared.waiting.load(Ordering::SeqCst) == 0 {
                     g.commit_batch().await;
                     shared.commits.fetch_add(1, Ordering::Relaxed);

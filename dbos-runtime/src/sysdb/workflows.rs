@@ -285,8 +285,10 @@ impl SysDb {
                 .bind(inputs)
                 .bind(serialization)
                 .bind(now_ms())
-                .fetch_optional(&mut *p)
+                // Read to the end (see `on_writer!`): the statement has committed only then.
+                .fetch_all(&mut *p)
                 .await
+                .map(|ids| ids.into_iter().next())
                 .map_err(Error::db("debouncing a workflow"))
         })
     }

@@ -387,6 +387,11 @@ mod tests {
     }
 
     async fn db(name: &str) -> Db {
+        db_waiting(name, Duration::from_millis(50)).await
+    }
+
+    /// A fresh file whose connections wait `busy` for another connection's lock.
+    async fn db_waiting(name: &str, busy: Duration) -> Db {
         let dir = std::env::temp_dir().join(format!("dbos-tx-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -394,7 +399,7 @@ mod tests {
             .filename(dir.join("db.sqlite"))
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_millis(50));
+            .busy_timeout(busy);
         let writer = Writer::connect(&opts).await.unwrap();
         let mut w = writer.begin_statement().await.unwrap();
         sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)")
@@ -469,12 +474,20 @@ mod tests {
         let n = tx.execute("UPDATE t SET k = k WHERE k = 'none'", &[], false);
         assert_eq!(n.await.unwrap(), 0);
         let n = tx.execute("DELETE FROM t WHERE k = 'a'", &[], true);
-        assert_eq!(n.await.unwrap(), 1, "not counting the RELEASE and COMMIT behind it");
+        assert_eq!(
+            n.await.unwrap(),
+            1,
+            "not counting the RELEASE and COMMIT behind it"
+        );
         assert!(tx.commit().await.unwrap());
         // The BEGIN and SAVEPOINT in front would report the DELETE's 1 each.
         let mut tx = db.tx().await;
         let n = tx.execute("UPDATE t SET k = k WHERE k = 'none'", &[], false);
-        assert_eq!(n.await.unwrap(), 0, "not counting the BEGIN and SAVEPOINT in front");
+        assert_eq!(
+            n.await.unwrap(),
+            0,
+            "not counting the BEGIN and SAVEPOINT in front"
+        );
         let n = tx.execute("UPDATE t SET k = k WHERE k = 'b'", &[], true);
         assert_eq!(n.await.unwrap(), 1);
         assert!(tx.commit().await.unwrap());
@@ -520,6 +533,41 @@ mod tests {
         other.close().await.unwrap();
         db.still_writes("after").await;
         assert_eq!(db.keys().await, ["after", "after-alone"]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_begun_after_its_caller_was_cancelled_still_commits_what_joins_it() {
+        let db = db_waiting("late-begin", Duration::from_secs(5)).await;
+        // Another connection holds the write lock, so the writer's BEGIN IMMEDIATE waits.
+        let mut other = db.opts.connect().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let writer = db.writer.clone();
+        let task = tokio::spawn(async move {
+            let _batch = writer.begin().await;
+            std::future::pending::<()>().await;
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        task.abort();
+        let _ = task.await;
+        // The lock frees: the BEGIN IMMEDIATE its cancelled caller sent now runs.
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        let mut w = db.writer.begin_statement().await.unwrap();
+        sqlx::query("INSERT INTO t VALUES ('joined')")
+            .execute(&mut *w)
+            .await
+            .unwrap();
+        w.commit().await.unwrap();
+        // Committed when commit returned: not left in a transaction nobody knew was open.
+        let mut c = db.opts.connect().await.unwrap();
+        let seen: Vec<String> = sqlx::query_scalar("SELECT k FROM t")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(seen, ["joined"]);
+        db.still_writes("after").await;
     }
 
     #[tokio::test]
