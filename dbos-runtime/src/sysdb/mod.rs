@@ -21,6 +21,7 @@ mod queries;
 mod queues;
 mod rows;
 mod sqlite;
+mod sqlite_readers;
 mod sqlite_writer;
 mod streams;
 mod transactions;

@@ -1,13 +1,12 @@
 //! SQLite: one file in WAL mode, one writer connection (every write serializes there, so no
 //! busy errors between our own writers) and a pool of readers.
 
+use super::sqlite_readers::Readers;
 use super::sqlite_writer::Writer;
 use super::{retry_connect, Change, SCHEMA_VERSION};
 use crate::config::DbosConfig;
 use crate::error::{Error, Result};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::Row;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,7 +17,7 @@ const DDL: &str = include_str!("sqlite.sql");
 #[derive(Clone, Debug)]
 pub(crate) struct SqliteDb {
     pub(crate) writer: Writer,
-    pub(crate) reader: SqlitePool,
+    pub(crate) reader: Readers,
     /// An in-memory database: no other connection can write it.
     memory: bool,
     /// Every operation of the runtime passes it (see `gate.rs`).
@@ -56,17 +55,7 @@ impl SqliteDb {
         } else {
             opts.clone().read_only(true)
         };
-        let reader = retry_connect(&what, || {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                // A local file does not go away: sqlx's ping before every acquire would only
-                // cost a round trip to the connection's worker thread.
-                .test_before_acquire(false)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(reader_opts.clone())
-        })
-        .await?;
+        let reader = retry_connect(&what, || Readers::connect(reader_opts.clone(), 4)).await?;
         Ok(SqliteDb {
             writer,
             reader,

@@ -3,9 +3,9 @@
 //! and which errors leave the transaction unusable.
 
 use super::param::{bind_sqlite, Param};
+use crate::sysdb::sqlite_readers::ReadConn;
 use crate::sysdb::sqlite_writer::WriteGuard;
-use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{Sqlite, SqliteRow};
+use sqlx::sqlite::SqliteRow;
 use std::borrow::Cow;
 
 /// A SQLite transaction driven by hand, to save round trips to the connection's thread:
@@ -38,7 +38,7 @@ pub(super) enum SqliteState {
 /// Where a SQLite transaction runs: a reader connection (read-only transactions), or the
 /// writer connection inside the current group commit, under a savepoint.
 pub(super) enum SqliteConn {
-    Reader(PoolConnection<Sqlite>),
+    Reader(ReadConn),
     /// `None` once the transaction ended and the writer was given back.
     Writer(Option<WriteGuard>),
 }
