@@ -77,8 +77,10 @@ where
     {
         let format = FormatCell::new(args.format());
         let cell = format.clone();
-        let body = async move {
-            let result = body.await;
+        // `map`, not an `async move` block awaiting `body`: such a block keeps room both for the
+        // captured `body` and for the awaited copy of it, twice the workflow's own future for
+        // every workflow in memory (5.2 KB instead of 2.6 KB for one waiting in `recv`).
+        let body = futures_util::FutureExt::map(body, move |result| {
             let format = cell.get();
             let outcome = match &result {
                 Ok(v) => serialization::encode(format, v, "the workflow's output")
@@ -90,7 +92,7 @@ where
                 typed: Some(Box::new(result)),
                 format,
             }
-        };
+        });
         WorkflowCall {
             erased: ErasedCall {
                 name,

@@ -325,8 +325,10 @@ pub(crate) fn spawn_execution(
         let rt = rt2;
         // An earlier execution that was still here may have recorded operations after this
         // one read its records: read them again before the body replays them.
-        if resumed && rt.earlier_executions_stopped(&id, serial).await {
-            match rt.db().load_steps(&id).await {
+        // The database calls here and at the end are boxed: the task of every workflow in
+        // memory would otherwise keep room for them while its body runs (or waits).
+        if resumed && Box::pin(rt.earlier_executions_stopped(&id, serial)).await {
+            match Box::pin(rt.db().load_steps(&id)).await {
                 Ok(rows) => current_ctx.set_recorded(rows),
                 Err(e) => tracing::warn!(workflow_id = %id, "re-reading recorded steps failed: {e}"),
             }
@@ -363,7 +365,7 @@ pub(crate) fn spawn_execution(
                 Err(p) => serialization::to_json(p, "an error").map(Outcome::Error),
             };
             let recorded = match outcome {
-                Ok(outcome) => record_outcome(&rt, &id, &outcome).await,
+                Ok(outcome) => Box::pin(record_outcome(&rt, &id, &outcome)).await,
                 Err(e) => {
                     tracing::error!(workflow_id = %id, "cannot record outcome: {e}");
                     false

@@ -264,6 +264,20 @@ fn rss_bytes() -> Result<u64, BoxError> {
     Ok(pages * page)
 }
 
+/// Heap bytes in use (glibc's `mallinfo2`): what is allocated now, without the free memory
+/// the allocator keeps.
+fn heap_in_use() -> u64 {
+    // SAFETY: mallinfo2 has no preconditions.
+    unsafe { libc::mallinfo2() }.uordblks as u64
+}
+
+/// Gives the free memory the allocator holds back to the system, so that the resident size
+/// measures what is in use rather than what starting the waiters left behind.
+fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe { libc::malloc_trim(0) };
+}
+
 async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxError> {
     // The liveness record's renewal (a commit every timeout/5 on Postgres) is the process's
     // cost, not the waiters': kept out of the measured window.
@@ -283,7 +297,8 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
     let getters_n = n - parked_n;
     let line = rt
         .scope(async {
-            let rss0 = rss_bytes()?;
+            trim_heap();
+            let (rss0, heap0) = (rss_bytes()?, heap_in_use());
             let started = Instant::now();
             let publisher = DBOS::start_workflow(publisher().with_id("pub")).await?;
             let getters: Vec<_> = (0..getters_n)
@@ -312,8 +327,11 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
             let settled = started.elapsed();
             // Let the get_event waiters finish their first reads.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            // What the waiters hold (an upper bound: it includes what the allocator kept of
-            // starting them).
+            // What the waiters hold: the heap in use, and the resident size once the allocator
+            // has given back what starting them left free.
+            let heap = heap_in_use().saturating_sub(heap0);
+            let rss_untrimmed = rss_bytes()?.saturating_sub(rss0);
+            trim_heap();
             let rss = rss_bytes()?.saturating_sub(rss0);
             let (cpu0, commits0, t0) = (cpu_time()?, rt.metrics_snapshot().commits, Instant::now());
             tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -338,13 +356,16 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
             let released = t1.elapsed();
             Ok(format!(
                 "waiters n={n} recv={parked_n} get_event={getters_n} started_in={:.1}s window={:.2}s cpu_time={}ms \
-                 cpu={:.2}% commits={commits} released={}ms rss_per_waiter={}B",
+                 cpu={:.2}% commits={commits} released={}ms rss_per_waiter={}B \
+                 (before trimming the allocator {}B) heap_per_waiter={}B",
                 settled.as_secs_f64(),
                 window.as_secs_f64(),
                 cpu.as_millis(),
                 100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
                 released.as_millis(),
-                rss / n.max(1) as u64
+                rss / n.max(1) as u64,
+                rss_untrimmed / n.max(1) as u64,
+                heap / n.max(1) as u64
             ))
         })
         .await?;
