@@ -22,7 +22,9 @@
 //! - `commits`: the runtime's own count of committed transactions (its `/metrics`);
 //! - `xids`: on Postgres the transaction IDs the server assigned, that is write transactions
 //!   as it counts them; on SQLite the `COMMIT`s the runtime's writer ran (group commit: the
-//!   commits of operations that arrive together share one).
+//!   commits of operations that arrive together share one);
+//! - `retries`: transactions the runtime retried after a serialization failure, deadlock or
+//!   busy database (its `/metrics`).
 //!
 //! On Postgres, `--statements 20` (the default; 0 turns it off) then counts the statements
 //! one customer's flows send, from the server's statement log: the database is set to
@@ -356,6 +358,7 @@ struct Counters {
     pg: Duration,
     commits: Option<u64>,
     xid: Option<u64>,
+    retries: Option<u64>,
 }
 
 /// CPU time (user + system) of process `pid`, from `/proc`.
@@ -428,6 +431,7 @@ impl Store {
             },
             commits: self.runtime_commits().await,
             xid: self.next_xid().await,
+            retries: self.metric("dbos_transaction_retries_total").await,
         }
     }
 }
@@ -490,7 +494,7 @@ fn report(build: &str, customers: usize, o: &Options, mut s: Samples, a: Counter
         "-".to_owned()
     };
     println!(
-        "{build:>5} {customers:>9} {rate:>8.0} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>6}",
+        "{build:>5} {customers:>9} {rate:>8.0} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>7} {:>6}",
         pair(&mut s.checkout),
         pair(&mut s.pay),
         pair(&mut s.flow),
@@ -498,6 +502,7 @@ fn report(build: &str, customers: usize, o: &Options, mut s: Samples, a: Counter
         pg,
         count(a.commits, b.commits),
         count(a.xid, b.xid),
+        count(a.retries, b.retries),
         s.errors
     );
 }
@@ -515,9 +520,9 @@ async fn bench(o: Options) -> Result<(), BoxError> {
     for (i, path) in o.stores.iter().enumerate() {
         println!("build {}: {}", (b'A' + i as u8) as char, path.display());
     }
-    println!("per flow: app ms / pg ms = CPU time of the store's worker / of Postgres; commits = the runtime's; xids = write transactions Postgres counted (SQLite: COMMITs the writer ran)");
+    println!("per flow: app ms / pg ms = CPU time of the store's worker / of Postgres; commits = the runtime's; xids = write transactions Postgres counted (SQLite: COMMITs the writer ran); retries = transactions retried after a conflict");
     println!(
-        "{:>5} {:>9} {:>8} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>6}",
+        "{:>5} {:>9} {:>8} {:>17} {:>17} {:>17} {:>7} {:>6} {:>7} {:>5} {:>7} {:>6}",
         "build",
         "customers",
         "flows/s",
@@ -528,6 +533,7 @@ async fn bench(o: Options) -> Result<(), BoxError> {
         "pg ms",
         "commits",
         "xids",
+        "retries",
         "errors"
     );
     for (level, &customers) in o.customers.iter().enumerate() {
