@@ -574,6 +574,46 @@ async fn wait_for_y() -> Result<Option<u32>, Error> {
     DBOS::recv::<u32>("y", T).await
 }
 
+/// Postgres only: pooled connections the server closed while they sat idle (a restart, an idle
+/// timeout) are found and replaced before use: the runtime checks a connection that has been
+/// idle for a second instead of before every use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_cut_while_idle_are_replaced_before_use() {
+    let db = TestDb::fresh(Backend::Postgres, concat!(module_path!(), "_cut_idle")).await;
+    let rt = launch(&db).await;
+    let x = db.inspect().await;
+    rt.scope(DBOS::start_workflow(wait_for_y().with_id("cut-idle")))
+        .await
+        .expect("start");
+    for i in 0..4_u32 {
+        rt.scope(DBOS::send("cut-idle", &i, "t"))
+            .await
+            .expect("send before");
+    }
+    let cut = x
+        .scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND query NOT LIKE 'LISTEN%') AS t",
+        )
+        .await;
+    assert!(cut >= 1, "the runtime's pooled connections were cut");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 4..8_u32 {
+        rt.scope(DBOS::send("cut-idle", &i, "t"))
+            .await
+            .expect("send on a replaced connection");
+    }
+    let s = db.sys();
+    let sent = x
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM {s}notifications WHERE destination_uuid = 'cut-idle'"
+        ))
+        .await;
+    assert_eq!(sent, 8);
+    rt.shutdown().await;
+}
+
 /// Postgres only: notifications sent while the LISTEN connection is down are lost, so the
 /// listener wakes every waiter once it is back (the per-waiter safety net is 60 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,7 +108,7 @@ impl SqliteDb {
     /// changes only when another connection commits. `None` when it cannot be read.
     async fn data_version(&self) -> Option<i64> {
         // Closed at shutdown, when this watcher is stopped too.
-        let mut guard = self.writer.plain().await.ok()?;
+        let mut guard = self.writer.take().await.ok()?;
         let version = guard.data_version().await;
         guard.abandon().await;
         match version {

@@ -194,7 +194,10 @@ impl Writer {
         Ok(guard)
     }
 
-    async fn take(&self) -> Result<WriteGuard> {
+    /// Takes the connection as it is, beginning nothing: for a statement that writes nothing
+    /// (a pragma), or an operation whose first statement opens its savepoint (and the batch)
+    /// itself ([`WriteGuard::open_in_front`]).
+    pub(crate) async fn take(&self) -> Result<WriteGuard> {
         Ok(WriteGuard {
             guard: self.lock().await?,
             shared: self.shared.clone(),
@@ -259,17 +262,6 @@ impl Writer {
             return Err(e);
         }
         Ok(w)
-    }
-
-    /// Takes the connection for an operation whose first statement opens its savepoint (and
-    /// the batch) itself: see [`WriteGuard::open_in_front`].
-    pub(crate) async fn take_lazily(&self) -> Result<WriteGuard> {
-        self.take().await
-    }
-
-    /// Takes the connection for a statement that writes nothing (a pragma), batch or not.
-    pub(crate) async fn plain(&self) -> Result<WriteGuard> {
-        self.take().await
     }
 
     /// How many batch `COMMIT`s ran.

@@ -172,7 +172,7 @@ impl Tx {
                     // The writer joins the current group commit; a savepoint makes this
                     // transaction undoable alone.
                     // The first statement opens the savepoint (see `SqliteTx::text`).
-                    let guard = b.writer.take_lazily().await?;
+                    let guard = b.writer.take().await?;
                     Inner::Sqlite(SqliteTx {
                         conn: SqliteConn::Writer(Some(guard)),
                         begin: "",

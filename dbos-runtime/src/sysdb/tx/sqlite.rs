@@ -413,7 +413,7 @@ mod tests {
     impl Db {
         async fn tx(&self) -> SqliteTx {
             SqliteTx {
-                conn: SqliteConn::Writer(Some(self.writer.take_lazily().await.unwrap())),
+                conn: SqliteConn::Writer(Some(self.writer.take().await.unwrap())),
                 begin: "",
                 state: SqliteState::NotBegun,
             }
@@ -577,7 +577,7 @@ mod tests {
             let writer = db.writer.clone();
             let task = tokio::spawn(async move {
                 let mut tx = SqliteTx {
-                    conn: SqliteConn::Writer(Some(writer.take_lazily().await.unwrap())),
+                    conn: SqliteConn::Writer(Some(writer.take().await.unwrap())),
                     begin: "",
                     state: SqliteState::NotBegun,
                 };
