@@ -81,6 +81,15 @@ pub struct DbosConfig {
     /// version, and patches let in-flight workflows keep their old path (DBOS's
     /// `enable_patching`). Default: off.
     pub enable_patching: bool,
+    /// A workflow whose `recv` or `DBOS::sleep` has waited this long leaves memory: its
+    /// execution drops the body and ends without an outcome (the row stays `PENDING`), and the
+    /// workflow is loaded again, replaying its records, when its message comes or its wait
+    /// ends. It then holds a few hundred bytes instead of its whole future (about 5 KiB), so
+    /// a process can keep millions of workflows waiting for days. Default: 60 s; `None` keeps
+    /// every waiting workflow in memory. A wait inside a `DBOS::join` or `DBOS::select` never
+    /// unloads. Loading again costs a read of the row and of its records, so waits shorter
+    /// than this keep the fastest wake-up.
+    pub unload_waiting_after: Option<std::time::Duration>,
 }
 
 /// A secret string: shown as `<redacted>` by `Debug`.
@@ -117,6 +126,7 @@ impl DbosConfig {
             admin_token: None,
             liveness_timeout: std::time::Duration::from_secs(30),
             enable_patching: false,
+            unload_waiting_after: Some(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -133,6 +143,12 @@ impl DbosConfig {
     /// Sets [`DbosConfig::liveness_timeout`] (at least 100 ms).
     pub fn with_liveness_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.liveness_timeout = timeout;
+        self
+    }
+
+    /// Sets [`DbosConfig::unload_waiting_after`] (`None`: never unload a waiting workflow).
+    pub fn with_unload_waiting_after(mut self, after: Option<std::time::Duration>) -> Self {
+        self.unload_waiting_after = after;
         self
     }
 

@@ -542,6 +542,8 @@ pub(crate) struct WfCtx {
     replay_stop: Mutex<Option<ReplayStop>>,
     /// Positions whose records were replayed.
     visited: Mutex<std::collections::BTreeSet<i32>>,
+    /// A long wait's request to drop the body and park the workflow (see `unload.rs`).
+    pub(crate) unload: crate::unload::UnloadSlot,
 }
 
 /// Where a replay check stopped.
@@ -577,6 +579,7 @@ impl WfCtx {
             replay_only: false,
             replay_stop: Mutex::new(None),
             visited: Mutex::new(Default::default()),
+            unload: Default::default(),
         }
     }
 
@@ -700,6 +703,11 @@ impl WfCtx {
     /// Marks the workflow cancelled: operations refuse to begin and waits end.
     pub(crate) fn cancel(&self) {
         self.cancelled.set();
+    }
+
+    /// Whether a `DBOS::join` or `DBOS::select` is open in the body itself.
+    pub(crate) fn in_group(&self) -> bool {
+        self.open_groups.load(Ordering::SeqCst) > 0
     }
 
     /// Whether the workflow was cancelled while this execution ran.

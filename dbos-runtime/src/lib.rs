@@ -81,6 +81,7 @@ mod streams;
 mod sysdb;
 pub mod testing;
 mod transaction;
+mod unload;
 mod workflow;
 
 pub use config::{DbosConfig, Secret};

@@ -6,6 +6,7 @@ use crate::notify::message_key;
 use crate::operation::{self, Begun, Site, SELECT};
 use crate::serialization::{self, PORTABLE_JSON};
 use crate::sysdb::{now_ms, StepWrite, NULL_TOPIC};
+use crate::unload::{self, Wakeup};
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 use tracing::Instrument;
@@ -149,18 +150,39 @@ async fn recv_here<T: DeserializeOwned>(
                 }
             }
         };
+        let seen = std::sync::OnceLock::new();
         let deadline = || async {
-            if recorded_first.load(std::sync::atomic::Ordering::Relaxed) {
-                Ok(wake.at)
+            let at = if recorded_first.load(std::sync::atomic::Ordering::Relaxed) {
+                wake.at
             } else {
-                Box::pin(op.deadline(timeout)).await
+                Box::pin(op.deadline(timeout)).await?
+            };
+            let _ = seen.set(at);
+            Ok(at)
+        };
+        // A long wait unloads the workflow (see `unload.rs`).
+        let unload_at = unload::unload_at(rt, op.ctx(), Some(wake.at));
+        let unloading = std::sync::atomic::AtomicBool::new(false);
+        let interrupt = || async {
+            tokio::select! {
+                e = op.interrupted() => e,
+                () = unload::sleep_until(unload_at) => {
+                    unloading.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Error::ShuttingDown
+                }
             }
         };
         // Each look and the deadline write are statements that must finish once sent: only
         // the naps between them are interrupted.
-        let taken = waiter
-            .until_lazy(deadline, take, || op.interrupted())
-            .await?;
+        let taken = match waiter.until_lazy(deadline, take, interrupt).await {
+            Ok(taken) => taken,
+            Err(_) if unloading.load(std::sync::atomic::Ordering::Relaxed) => {
+                let at = seen.get().copied().unwrap_or(wake.at);
+                let topic = Some(topic.to_owned());
+                match unload::request(op.ctx(), Wakeup { topic, at }).await {}
+            }
+            Err(e) => return Err(e),
+        };
         if let Some((text, tag)) = taken {
             drop(waiter);
             return serialization::from_json(&text, tag.as_deref(), "a received message");
@@ -173,7 +195,17 @@ async fn recv_here<T: DeserializeOwned>(
             move || async move { Ok(Box::pin(db.has_message(id, topic)).await?.then_some(())) };
         if present().await?.is_none() {
             let deadline = Box::pin(op.deadline(timeout)).await?;
-            op.wait(waiter.until(deadline, present)).await??;
+            // A long wait unloads the workflow (see `unload.rs`); the checks only read.
+            let unload_at = unload::unload_at(rt, op.ctx(), Some(deadline));
+            tokio::select! {
+                waited = op.wait(waiter.until(deadline, present)) => {
+                    waited??;
+                }
+                () = unload::sleep_until(unload_at) => {
+                    let topic = Some(topic.to_owned());
+                    match unload::request(op.ctx(), Wakeup { topic, at: deadline }).await {}
+                }
+            }
         }
     }
     let record = op.write(None, None, Some(PORTABLE_JSON));

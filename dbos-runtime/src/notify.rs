@@ -34,6 +34,9 @@ pub(crate) struct Notifier {
     /// Counts [`Notifier::notify_value`] calls: a delivered value is newer than a waiter's
     /// last check when its number is above the one the waiter read before that check.
     delivered: std::sync::atomic::AtomicU64,
+    /// Wakes the keeper of unloaded workflows (`unload.rs`): one was woken, one was parked
+    /// with an earlier wake-up, or the database changed in a way no key names.
+    parked_changed: Notify,
 }
 
 /// A value written in this process and handed to the waiters of its key with the wake-up, so
@@ -58,6 +61,48 @@ struct Keys {
     /// The last value delivered to each key that has waiters, with its delivery number;
     /// dropped with the key's last waiter.
     values: HashMap<String, (u64, Delivered)>,
+    /// Workflows unloaded while they wait (see `unload.rs`).
+    parked: Parked,
+}
+
+/// Workflows unloaded from memory while they wait: what brings each back.
+#[derive(Default)]
+struct Parked {
+    /// By workflow ID: the topic of its `recv` (none for a sleep) and its wake-up time.
+    by_id: HashMap<String, (Option<String>, Instant)>,
+    /// Message keys (`m:<workflow>::<topic>`) of the parked `recv`s, to their workflow.
+    by_key: HashMap<String, String>,
+    /// Wake-up times, soonest first.
+    timers: std::collections::BTreeSet<(Instant, String)>,
+    /// Woken, not yet taken by the keeper.
+    woken: Vec<String>,
+    /// The database changed in a way no key names: the keeper looks for their messages.
+    probe: bool,
+}
+
+impl Parked {
+    /// Removes workflow `id`; whether it was parked.
+    fn remove(&mut self, id: &str) -> bool {
+        let Some((topic, at)) = self.by_id.remove(id) else {
+            return false;
+        };
+        if let Some(topic) = topic {
+            self.by_key.remove(&message_key(id, &topic));
+        }
+        self.timers.remove(&(at, id.to_owned()));
+        true
+    }
+}
+
+/// What the keeper of unloaded workflows has to do now (see [`Notifier::take_parked`]).
+#[derive(Debug, Default)]
+pub(crate) struct ParkedWork {
+    /// Workflows to load again: their message came, or their wake-up time passed.
+    pub woken: Vec<String>,
+    /// When the next one is due, if any is parked with a later wake-up.
+    pub next: Option<Instant>,
+    /// Parked `recv`s (workflow, topic) whose messages may have arrived unnoticed.
+    pub probe: Vec<(String, String)>,
 }
 
 impl Default for Notifier {
@@ -69,6 +114,7 @@ impl Default for Notifier {
             closed: AtomicBool::new(false),
             wakeups: std::sync::atomic::AtomicU64::new(0),
             delivered: std::sync::atomic::AtomicU64::new(0),
+            parked_changed: Notify::new(),
         }
     }
 }
@@ -120,10 +166,11 @@ impl Notifier {
         Some(w)
     }
 
-    /// Wakes every task waiting on `key`.
+    /// Wakes every task waiting on `key`, and the workflow parked on it.
     pub(crate) fn notify(&self, key: &str) {
         let n = {
             let mut keys = self.keys();
+            self.wake_parked_key(&mut keys, key);
             match keys.map.get(key).map(Weak::upgrade) {
                 Some(Some(n)) => Some(n),
                 Some(None) => {
@@ -144,6 +191,7 @@ impl Notifier {
     pub(crate) fn notify_value(&self, key: &str, value: impl FnOnce() -> Delivered) {
         let n = {
             let mut keys = self.keys();
+            self.wake_parked_key(&mut keys, key);
             match keys.map.get(key).map(Weak::upgrade) {
                 Some(Some(n)) => {
                     let number = self.delivered.fetch_add(1, Ordering::SeqCst) + 1;
@@ -171,9 +219,111 @@ impl Notifier {
         }
     }
 
-    /// Wakes every [`Waiter`], whatever its key, to re-check the database.
+    /// Wakes every [`Waiter`], whatever its key, to re-check the database (and has the
+    /// messages of parked workflows looked for).
     pub(crate) fn notify_all(&self) {
         self.everyone.notify_waiters();
+        let mut keys = self.keys();
+        if !keys.parked.by_key.is_empty() {
+            keys.parked.probe = true;
+            drop(keys);
+            self.parked_changed.notify_one();
+        }
+    }
+
+    fn wake_parked_key(&self, keys: &mut Keys, key: &str) {
+        if let Some(id) = keys.parked.by_key.get(key).cloned() {
+            keys.parked.remove(&id);
+            keys.parked.woken.push(id);
+            self.parked_changed.notify_one();
+            self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+
+    /// Parks workflow `id`, unloaded from memory: a message on `topic` (for a `recv`), or
+    /// the time `at`, brings it back through [`Notifier::take_parked`]. Parked workflows count
+    /// as waiters (the SQLite watcher runs for them). `false` once the notifier is closed.
+    pub(crate) fn park(&self, id: &str, topic: Option<&str>, at: Instant) -> bool {
+        let mut keys = self.keys();
+        if self.check_open().is_err() {
+            return false;
+        }
+        let parked = &mut keys.parked;
+        if parked.remove(id) {
+            self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+        }
+        if let Some(topic) = topic {
+            parked.by_key.insert(message_key(id, topic), id.to_owned());
+        }
+        parked.timers.insert((at, id.to_owned()));
+        parked
+            .by_id
+            .insert(id.to_owned(), (topic.map(str::to_owned), at));
+        drop(keys);
+        self.waiting.send_modify(|n| *n += 1);
+        self.parked_changed.notify_one();
+        true
+    }
+
+    /// Unparks workflow `id` (it runs again); whether it was parked.
+    pub(crate) fn unpark(&self, id: &str) -> bool {
+        let removed = self.keys().parked.remove(id);
+        if removed {
+            self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+        }
+        removed
+    }
+
+    /// Wakes workflow `id` if it is parked, as its message would.
+    pub(crate) fn wake_parked(&self, id: &str) {
+        let mut keys = self.keys();
+        if keys.parked.remove(id) {
+            keys.parked.woken.push(id.to_owned());
+            drop(keys);
+            self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+            self.parked_changed.notify_one();
+        }
+    }
+
+    /// How many workflows are parked.
+    pub(crate) fn parked(&self) -> usize {
+        self.keys().parked.by_id.len()
+    }
+
+    /// Takes the parked workflows to load again (woken, or due by `now`), the next wake-up
+    /// time, and, when a probe was asked for (or `probe`), every parked `recv`.
+    pub(crate) fn take_parked(&self, now: Instant, probe: bool) -> ParkedWork {
+        let mut keys = self.keys();
+        let parked = &mut keys.parked;
+        let mut woken = std::mem::take(&mut parked.woken);
+        while let Some((at, id)) = parked.timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            parked.remove(&id);
+            self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+            woken.push(id);
+        }
+        let probe = std::mem::take(&mut parked.probe) || probe;
+        let probe = if probe {
+            parked
+                .by_id
+                .iter()
+                .filter_map(|(id, (topic, _))| Some((id.clone(), topic.clone()?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ParkedWork {
+            woken,
+            next: parked.timers.first().map(|(at, _)| *at),
+            probe,
+        }
+    }
+
+    /// Resolves when the parked workflows changed (see [`Notifier::take_parked`]).
+    pub(crate) async fn parked_changed(&self) {
+        self.parked_changed.notified().await
     }
 
     /// Ends every wait, now and later, with [`Error::ShuttingDown`] (at shutdown).

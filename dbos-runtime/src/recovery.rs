@@ -17,11 +17,26 @@ pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
     Ok(n)
 }
 
+/// Why a workflow's execution starts from its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// Claimed off a queue (its first run, or a recovery).
+    Claimed,
+    /// Loaded again after it was unloaded while it waited (`unload.rs`): not a recovery, and
+    /// not when an execution of it already runs here.
+    Reload,
+}
+
 /// Starts a claimed workflow: resumes it from its records (or sets it aside after too many
 /// attempts, or fails it when its inputs cannot be decoded).
 pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
+    start(rt, c, Start::Claimed).await
+}
+
+/// Starts workflow `c` from its row (see [`Start`]).
+pub(crate) async fn start(rt: &Runtime, c: Claimed, why: Start) -> Result<()> {
     let limit = i64::from(rt.config().max_recovery_attempts);
-    if c.recovery_attempts > limit + 1 {
+    if why == Start::Claimed && c.recovery_attempts > limit + 1 {
         tracing::warn!(workflow_id = %c.id, attempts = c.recovery_attempts, "too many recovery attempts; setting the workflow aside");
         rt.db().dead_letter(&c.id, c.recovery_attempts).await?;
         rt.notifier().notify(&crate::notify::done_key(&c.id));
@@ -47,7 +62,11 @@ pub(crate) async fn resume(rt: &Runtime, c: Claimed) -> Result<()> {
             } else {
                 Vec::new()
             };
-            if c.recovery_attempts > 1 || !recorded.is_empty() {
+            if why == Start::Reload && rt.runs(&c.id) {
+                // Started here meanwhile (resumed by an operator, say).
+                return Ok(());
+            }
+            if why == Start::Claimed && (c.recovery_attempts > 1 || !recorded.is_empty()) {
                 // Attempted before, or with records already: a recovery (the first run of a
                 // queued workflow is not).
                 rt.metrics().workflow_recovered();

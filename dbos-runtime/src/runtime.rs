@@ -330,6 +330,18 @@ impl Runtime {
         lock(&self.0.running).len()
     }
 
+    /// How many waiting workflows this process has unloaded from memory (see
+    /// [`DbosConfig::unload_waiting_after`]); they are not among
+    /// [`Runtime::running_workflows`] until their wait ends.
+    pub fn unloaded_workflows(&self) -> usize {
+        self.0.notifier.parked()
+    }
+
+    /// Whether an execution of workflow `id` runs in this process.
+    pub(crate) fn runs(&self, id: &str) -> bool {
+        lock(&self.0.running).values().any(|e| e.id == id)
+    }
+
     pub(crate) fn db(&self) -> &SysDb {
         &self.0.db
     }
@@ -477,6 +489,8 @@ impl Runtime {
             }
         }
         self.0.notifier.notify(&crate::notify::done_key(id));
+        // Unloaded while it waited: nothing is left to stop, and nothing to load again.
+        self.0.notifier.unpark(id);
         found
     }
 

@@ -4,6 +4,7 @@
 use crate::context::{self, Position};
 use crate::error::Result;
 use crate::operation::{self, Begun, Site, Stamp, SLEEP};
+use crate::unload::{self, Wakeup};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -36,7 +37,17 @@ async fn sleep_here(d: Duration) -> Result<()> {
         // or the records end there.
         Position::Workflow(_, ctx) if ctx.replay_only => Ok(()),
         Position::Workflow(rt, ctx) => {
-            operation::interruptible(&rt, &ctx, tokio::time::sleep_until(wake)).await
+            // A long sleep unloads the workflow (see `unload.rs`).
+            let unload_at = unload::unload_at(&rt, &ctx, Some(wake));
+            let slept = operation::interruptible(&rt, &ctx, async {
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {}
+                    () = unload::sleep_until(unload_at) => {
+                        match unload::request(&ctx, Wakeup { topic: None, at: wake }).await {}
+                    }
+                }
+            });
+            slept.await
         }
         Position::InStep(rt, _) | Position::Outside(rt) => {
             rt.unless_stopping(tokio::time::sleep_until(wake)).await

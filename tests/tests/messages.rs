@@ -71,8 +71,15 @@ const RECEIVERS: usize = 5;
 const MESSAGES: usize = 500;
 const KILLS: usize = 24;
 
+/// A receiving worker. Every other one unloads receivers that have waited 30 ms (they are
+/// loaded again, replaying their records, when a message comes), so the kills land on both
+/// kinds of wait.
 fn worker(db: &TestDb) -> Command {
+    static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker_messages"));
+    if SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+        cmd.env("UNLOAD_MS", "30");
+    }
     cmd.env("DB_URL", &db.url)
         .env("MODE", "receive")
         .env("RECEIVERS", RECEIVERS.to_string())

@@ -2,6 +2,8 @@
 //! workflows and their steps, cancel, resume, fork, and delete old finished workflows.
 
 use super::backend::{in_write_tx, on_reader, on_writer};
+use super::rows::claimed_row;
+use super::Claimed;
 use super::{now_ms, postgres, Backend, SysDb};
 use crate::error::{Error, Result};
 use sqlx::Row;
@@ -613,6 +615,68 @@ impl SysDb {
                 .map(|r| r.try_get::<String, _>(0))
                 .collect::<std::result::Result<Vec<String>, _>>()
                 .map_err(Error::db("checking for cancelled workflows"))
+        })
+    }
+
+    /// Which of `waiting` (workflow, topic) have an unconsumed message on that topic: the
+    /// workflows among them, for parked `recv`s (see `unload.rs`).
+    pub(crate) async fn messages_waiting(
+        &self,
+        waiting: &[(String, String)],
+    ) -> Result<Vec<String>> {
+        if waiting.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.sys.prefix(&self.schema);
+        let mut args = Vec::new();
+        let mut ids: Vec<&str> = waiting.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let marks: Vec<String> = ids
+            .iter()
+            .map(|id| push(&mut args, Arg::Text((*id).to_owned())))
+            .collect();
+        let sql = format!(
+            "SELECT DISTINCT destination_uuid, topic FROM {p}notifications \
+             WHERE NOT consumed AND destination_uuid IN ({})",
+            marks.join(", ")
+        );
+        let found: Vec<(String, String)> = on_reader!(&self.sys, |p| {
+            let rows = bind_all(sqlx::query(&sql), &args)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("looking for messages"))?;
+            rows.iter()
+                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+                .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
+                .map_err(Error::db("looking for messages"))
+        })?;
+        Ok(waiting
+            .iter()
+            .filter(|w| found.contains(w))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    /// Workflow `id` as the dispatcher would claim it, when it is `PENDING` under this
+    /// executor: to load it again after it was unloaded while it waited.
+    pub(crate) async fn reloadable(&self, id: &str) -> Result<Option<Claimed>> {
+        let p = self.sys.prefix(&self.schema);
+        let sql = format!(
+            "SELECT workflow_uuid, name, inputs, serialization, recovery_attempts, \
+             workflow_deadline_epoch_ms, priority, created_at, \
+             EXISTS (SELECT 1 FROM {p}operation_outputs o WHERE o.workflow_uuid = w.workflow_uuid), \
+             CAST(attributes AS TEXT) FROM {p}workflow_status w \
+             WHERE workflow_uuid = $1 AND status = 'PENDING' AND executor_id = $2"
+        );
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&sql)
+                .bind(id)
+                .bind(&self.executor_id)
+                .fetch_optional(&mut *p)
+                .await
+                .map_err(Error::db("reading a parked workflow"))?;
+            row.as_ref().map(claimed_row).transpose()
         })
     }
 

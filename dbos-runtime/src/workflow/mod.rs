@@ -305,6 +305,8 @@ pub(crate) fn spawn_execution(
     } = from;
     let (tx, rx) = oneshot::channel();
     let ctx = Arc::new(WfCtx::new(id.clone(), recorded, resumed, deadline_ms));
+    // This task can drop the body: a long wait may unload the workflow (see `unload.rs`).
+    ctx.unload.allow();
     let serial = rt.execution_starts(&id, ctx.cancelled.clone());
     rt.metrics().workflow_started(name);
     let name = name.to_owned();
@@ -337,9 +339,21 @@ pub(crate) fn spawn_execution(
         let ctx = current_ctx;
         // Boxed: the cancel it may run is a large future, needed only at a deadline.
         let expiry = Box::pin(expire_at(&rt, &id, deadline_ms));
-        let run = tokio::select! {
-            run = run => run,
+        let ended = tokio::select! {
+            run = run => Ended::Ran(run),
             never = expiry => match never {},
+            wakeup = ctx.unload.requested() => Ended::Unloaded(wakeup),
+        };
+        let run = match ended {
+            Ended::Ran(run) => run,
+            Ended::Unloaded(wakeup) => {
+                // The body is dropped (it waited, with nothing under way): the row stays
+                // PENDING and the workflow is loaded again when its wait ends.
+                rt.metrics().workflow_finished(&name, "UNLOADED");
+                rt.execution_done(serial);
+                Box::pin(crate::unload::park(&rt, &id, wakeup, deadline_ms)).await;
+                return;
+            }
         };
         let finished = match run {
             Ok(f) => f,
@@ -388,6 +402,14 @@ pub(crate) fn spawn_execution(
     }, span));
     rt.execution_spawned(serial, task.abort_handle());
     Local { rx, ctx }
+}
+
+/// How an execution's body ended.
+enum Ended {
+    /// It ran to its end (or panicked).
+    Ran(std::thread::Result<Finished>),
+    /// A long wait asked for the workflow to be unloaded until `Wakeup`.
+    Unloaded(crate::unload::Wakeup),
 }
 
 /// An execution running in this process, as its starter holds it.

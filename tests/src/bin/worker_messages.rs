@@ -9,6 +9,7 @@
 //!   send, in microseconds, and exits.
 //!
 //! `DB_URL` names the database; for `receive` the test creates the `received` table first.
+//! `UNLOAD_MS`, when set, unloads workflows that have waited that long (in milliseconds).
 //! Each mode exits 0 once its workflows have finished.
 
 use dbos_runtime::prelude::*;
@@ -69,7 +70,11 @@ fn env(key: &str) -> Result<String, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = env("DB_URL")?;
     let mode = env("MODE")?;
-    DBOS::launch(DbosConfig::new("worker-messages").with_database_url(&url)).await?;
+    let mut cfg = DbosConfig::new("worker-messages").with_database_url(&url);
+    if let Ok(ms) = std::env::var("UNLOAD_MS") {
+        cfg = cfg.with_unload_waiting_after(Some(Duration::from_millis(ms.parse()?)));
+    }
+    DBOS::launch(cfg).await?;
     match mode.as_str() {
         "receive" => {
             let receivers: u32 = env("RECEIVERS")?.parse()?;

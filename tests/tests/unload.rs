@@ -1,0 +1,239 @@
+//! Unloading (issue 13): a workflow that waits long in `recv` or `DBOS::sleep` leaves memory and
+//! is loaded again, by replaying its records, when its message comes or its wait ends. The work
+//! before the wait runs once, a message is taken once, deadlines and timeouts hold, a cancel
+//! sticks, and a restart or another process's message brings it back, on SQLite and Postgres.
+
+use dbos_runtime::prelude::*;
+use dbos_runtime::Runtime;
+use dbos_tests::probe;
+use dbos_tests::{both_backends, eventually, within, Inspect, TestDb};
+use std::time::Instant;
+
+const APP: &str = "unload-tests";
+const VERSION: &str = "unload-tests-1";
+/// How long a wait lasts before its workflow is unloaded, in these tests.
+const UNLOAD_AFTER: Duration = Duration::from_millis(200);
+/// The longest any single wait in these tests may take.
+const T: Duration = Duration::from_secs(20);
+
+async fn launch(db: &TestDb) -> Runtime {
+    let cfg = db
+        .config(APP)
+        .with_version(VERSION)
+        .with_executor_id("unload-local")
+        .with_unload_waiting_after(Some(UNLOAD_AFTER));
+    within("launch", Runtime::launch(cfg))
+        .await
+        .expect("launch the runtime")
+}
+
+/// Another process's runtime on the same database (another executor, app and version), so it
+/// never runs the workflows under test.
+async fn launch_sender(db: &TestDb) -> Runtime {
+    let cfg = db
+        .config("unload-sender")
+        .with_version("unload-sender-1")
+        .with_executor_id("unload-sender");
+    within("launch the sender", Runtime::launch(cfg))
+        .await
+        .expect("launch the sender runtime")
+}
+
+/// Waits until `rt` holds `n` unloaded workflows and runs none.
+async fn unloaded(rt: &Runtime, n: usize, what: &str) {
+    eventually(T, what, || async {
+        rt.unloaded_workflows() == n && rt.running_workflows() == 0
+    })
+    .await;
+}
+
+/// Whether workflow `id`'s row has status `status`.
+async fn has_status(x: &Inspect, db: &TestDb, id: &str, status: &str) -> bool {
+    x.scalar(&format!(
+        "SELECT COUNT(*) FROM {}workflow_status WHERE workflow_uuid = '{id}' AND status = '{status}'",
+        db.sys()
+    ))
+    .await
+        == 1
+}
+
+#[step]
+async fn count_run(key: String) -> Result<u32, Error> {
+    Ok(probe::bump(&key))
+}
+
+/// A step, a wait for `first`, a step, a wait for `second`, a step: each step must run once
+/// however often the workflow is unloaded and loaded again.
+#[workflow]
+async fn two_waits(key: String) -> Result<(u32, u32), Error> {
+    count_run(format!("{key}/before")).await?;
+    let first = DBOS::recv::<u32>("first", Duration::from_secs(60)).await?;
+    count_run(format!("{key}/between")).await?;
+    let second = DBOS::recv::<u32>("second", Duration::from_secs(60)).await?;
+    count_run(format!("{key}/after")).await?;
+    Ok((first.unwrap_or(0), second.unwrap_or(0)))
+}
+
+both_backends! {
+    async fn a_waiting_workflow_leaves_memory_and_its_messages_bring_it_back(db: TestDb) {
+        let key = format!("{:?}-messages", db.backend);
+        let rt = launch(&db).await;
+        let x = db.inspect().await;
+        let s = db.sys();
+        let h = rt.start_workflow(two_waits(key.clone()).with_id("w")).await.expect("start");
+        unloaded(&rt, 1, "the workflow waiting for `first` is unloaded").await;
+
+        // A message from this process loads it again; the handle held here still gets the
+        // result, though the execution it was started with is gone.
+        let t = Instant::now();
+        rt.send("w", &1_u32, Some("first")).await.expect("send first");
+        eventually(T, "`first` is taken", || async {
+            x.scalar(&format!("SELECT COUNT(*) FROM {s}notifications WHERE topic = 'first' AND consumed")).await == 1
+        })
+        .await;
+        println!("{:?}: an unloaded recv took its message {:?} after the send", db.backend, t.elapsed());
+        unloaded(&rt, 1, "the workflow waiting for `second` is unloaded again").await;
+
+        // A message from another process (NOTIFY on Postgres, the file watcher on SQLite).
+        let sender = launch_sender(&db).await;
+        sender.send("w", &2_u32, Some("second")).await.expect("send second");
+        assert_eq!(within("the result", h.get_result()).await.expect("result"), (1, 2));
+        for step in ["before", "between", "after"] {
+            assert_eq!(probe::count(&format!("{key}/{step}")), 1, "step {step} ran once");
+        }
+        let recvs = x.scalar(&format!(
+            "SELECT COUNT(*) FROM {s}operation_outputs WHERE workflow_uuid = 'w' AND function_name = 'DBOS.recv'"
+        )).await;
+        assert_eq!(recvs, 2, "each recv is recorded once");
+        assert_eq!(rt.unloaded_workflows(), 0);
+        sender.shutdown().await;
+        rt.shutdown().await;
+    }
+}
+
+#[workflow]
+async fn long_sleep(key: String, ms: u64) -> Result<u32, Error> {
+    count_run(format!("{key}/before")).await?;
+    DBOS::sleep(Duration::from_millis(ms)).await?;
+    count_run(format!("{key}/after")).await
+}
+
+both_backends! {
+    async fn an_unloaded_sleep_ends_on_time(db: TestDb) {
+        let key = format!("{:?}-sleep", db.backend);
+        let rt = launch(&db).await;
+        let t = Instant::now();
+        let h = rt.start_workflow(long_sleep(key.clone(), 1500).with_id("s")).await.expect("start");
+        unloaded(&rt, 1, "the sleeping workflow is unloaded").await;
+        assert_eq!(within("the result", h.get_result()).await.expect("result"), 1);
+        let took = t.elapsed();
+        println!("{:?}: a 1.5 s sleep, unloaded, returned after {took:?}", db.backend);
+        assert!(took >= Duration::from_millis(1500), "not before its end: {took:?}");
+        assert!(took < Duration::from_millis(3000), "about on time: {took:?}");
+        assert_eq!(probe::count(&format!("{key}/before")), 1, "the step before the sleep ran once");
+        rt.shutdown().await;
+    }
+}
+
+#[workflow]
+async fn recv_for(ms: u64) -> Result<Option<u32>, Error> {
+    DBOS::recv::<u32>("never", Duration::from_millis(ms)).await
+}
+
+#[workflow]
+async fn recv_forever() -> Result<Option<u32>, Error> {
+    DBOS::recv::<u32>("go", Duration::from_secs(3600)).await
+}
+
+both_backends! {
+    async fn timeouts_deadlines_and_cancels_hold_while_unloaded(db: TestDb) {
+        let rt = launch(&db).await;
+        let x = db.inspect().await;
+
+        // A recv's timeout passes while it is unloaded: it returns None on time.
+        let t = Instant::now();
+        let h = rt.start_workflow(recv_for(1200).with_id("timeout")).await.expect("start");
+        unloaded(&rt, 1, "the recv with a timeout is unloaded").await;
+        assert_eq!(within("the timeout", h.get_result()).await.expect("result"), None);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(1200) && took < Duration::from_millis(2700), "took {took:?}");
+
+        // The workflow's own timeout passes while it is unloaded: it is cancelled on time.
+        let t = Instant::now();
+        let h = rt
+            .start_workflow(recv_forever().with_id("deadline").with_timeout(Duration::from_millis(1200)))
+            .await
+            .expect("start");
+        unloaded(&rt, 1, "the workflow with a timeout is unloaded").await;
+        let result = within("the workflow timeout", h.get_result()).await;
+        assert!(matches!(result, Err(Error::WorkflowTimedOut(ref id)) if id == "deadline"), "{result:?}");
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(1200) && took < Duration::from_millis(2700), "took {took:?}");
+
+        // A cancel of an unloaded workflow sticks: a message later loads nothing.
+        let h = rt.start_workflow(recv_forever().with_id("cancelled")).await.expect("start");
+        unloaded(&rt, 1, "the workflow to cancel is unloaded").await;
+        assert!(rt.cancel_workflow("cancelled").await.expect("cancel"));
+        assert_eq!(rt.unloaded_workflows(), 0, "a cancel forgets the unloaded workflow");
+        let result = within("the cancelled result", h.get_result()).await;
+        assert!(matches!(result, Err(Error::WorkflowCancelled(ref id)) if id == "cancelled"), "{result:?}");
+        rt.send("cancelled", &1_u32, Some("go")).await.expect("send");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(rt.running_workflows(), 0, "nothing was loaded again");
+        assert!(has_status(&x, &db, "cancelled", "CANCELLED").await, "still CANCELLED");
+        rt.shutdown().await;
+    }
+}
+
+both_backends! {
+    async fn an_unloaded_workflow_survives_a_restart(db: TestDb) {
+        let key = format!("{:?}-restart", db.backend);
+        let rt = launch(&db).await;
+        rt.start_workflow(two_waits(key.clone()).with_id("r")).await.expect("start");
+        unloaded(&rt, 1, "unloaded before the restart").await;
+        rt.shutdown().await;
+
+        // Recovered at launch, it replays to its wait and is unloaded again.
+        let rt = launch(&db).await;
+        unloaded(&rt, 1, "unloaded again after the restart").await;
+        rt.send("r", &3_u32, Some("first")).await.expect("send first");
+        rt.send("r", &4_u32, Some("second")).await.expect("send second");
+        let h = rt.retrieve_workflow::<(u32, u32), Error>("r").await.expect("handle");
+        assert_eq!(within("the result", h.get_result()).await.expect("result"), (3, 4));
+        for step in ["before", "between", "after"] {
+            assert_eq!(probe::count(&format!("{key}/{step}")), 1, "step {step} ran once");
+        }
+        rt.shutdown().await;
+    }
+}
+
+#[workflow]
+async fn short_wait(key: String) -> Result<Option<u32>, Error> {
+    count_run(format!("{key}/before")).await?;
+    DBOS::recv::<u32>("go", Duration::from_millis(100)).await
+}
+
+both_backends! {
+    async fn waits_shorter_than_the_bound_and_unloading_off_stay_in_memory(db: TestDb) {
+        let key = format!("{:?}-short", db.backend);
+        let rt = launch(&db).await;
+        // A wait that ends before the bound never unloads.
+        let h = rt.start_workflow(short_wait(key.clone()).with_id("short")).await.expect("start");
+        assert_eq!(within("short", h.get_result()).await.expect("result"), None);
+        rt.shutdown().await;
+
+        // Unloading off: a long wait stays in memory.
+        let cfg = db
+            .config(APP)
+            .with_version(VERSION)
+            .with_executor_id("unload-local")
+            .with_unload_waiting_after(None);
+        let rt = within("launch", Runtime::launch(cfg)).await.expect("launch");
+        let h = rt.start_workflow(recv_forever().with_id("kept")).await.expect("start");
+        tokio::time::sleep(UNLOAD_AFTER * 3).await;
+        assert_eq!((rt.running_workflows(), rt.unloaded_workflows()), (1, 0), "the waiting workflow stays in memory");
+        rt.send("kept", &5_u32, Some("go")).await.expect("send");
+        assert_eq!(within("kept", h.get_result()).await.expect("result"), Some(5));
+        rt.shutdown().await;
+    }
+}
