@@ -5,10 +5,12 @@
 //!                                    "postgres in-process", "cross-process", "waiters"...),
 //!                                    on fresh databases
 //! bench_messages pending URL N       N workflows waiting at shutdown: relaunch to serving, all resumed
-//! bench_messages waiters URL N SECS [MIX]
+//! bench_messages waiters URL N SECS [MIX [UNLOAD_MS]]
 //!                                    N waiters for SECS: CPU, commits and memory per waiter; MIX
 //!                                    is half (recv workflows and get_event callers, the default),
-//!                                    recv (workflows parked in recv only) or get_event
+//!                                    recv (workflows parked in recv only) or get_event; with
+//!                                    UNLOAD_MS, workflows that waited that long are unloaded
+//!                                    (measured once all of them are)
 //! bench_messages peer URL ROUNDS     the echo workflow in a process of its own (cross-process runs)
 //! ```
 //!
@@ -278,14 +280,21 @@ fn trim_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
-async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxError> {
+async fn waiters(
+    url: &str,
+    n: usize,
+    secs: u64,
+    mix: &str,
+    unload_ms: Option<u64>,
+) -> Result<(), BoxError> {
     // The liveness record's renewal (a commit every timeout/5 on Postgres) is the process's
     // cost, not the waiters': kept out of the measured window.
     let cfg = DbosConfig::new("bench-messages-waiters")
         .with_liveness_timeout(Duration::from_secs(3600))
         .with_database_url(url)
         .with_executor_id("waiters")
-        .with_version("waiters");
+        .with_version("waiters")
+        .with_unload_waiting_after(unload_ms.map(Duration::from_millis));
     let rt = Runtime::launch(cfg).await?;
     let (inspect, sys) = inspect(url).await;
     let parked_n = match mix {
@@ -309,9 +318,10 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
                     })
                 })
                 .collect();
-            let mut handles = Vec::new();
+            // The handles are dropped: what is measured is what the waiting workflows hold, not
+            // their callers (a handle keeps its execution's context).
             for i in 0..parked_n {
-                handles.push(DBOS::start_workflow(parked().with_id(format!("park-{i}"))).await?);
+                DBOS::start_workflow(parked().with_id(format!("park-{i}"))).await?;
             }
             // Every parked workflow has recorded its deadline: all of them wait.
             let sql = format!(
@@ -324,6 +334,14 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            if unload_ms.is_some() {
+                while rt.unloaded_workflows() < parked_n {
+                    if started.elapsed() > Duration::from_secs(180) {
+                        return Err::<String, BoxError>("the waiters were not all unloaded within 180 s".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             let settled = started.elapsed();
             // Let the get_event waiters finish their first reads.
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -333,6 +351,7 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
             let rss_untrimmed = rss_bytes()?.saturating_sub(rss0);
             trim_heap();
             let rss = rss_bytes()?.saturating_sub(rss0);
+            let unloaded = rt.unloaded_workflows();
             let (cpu0, commits0, t0) = (cpu_time()?, rt.metrics_snapshot().commits, Instant::now());
             tokio::time::sleep(Duration::from_secs(secs)).await;
             let (cpu, commits, window) =
@@ -342,7 +361,8 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
                 DBOS::send(&format!("park-{i}"), &(i as u32), "wake").await?;
             }
             DBOS::send("pub", &0_u32, "go").await?;
-            for (i, h) in handles.into_iter().enumerate() {
+            for i in 0..parked_n {
+                let h = DBOS::retrieve_workflow::<Option<u32>, Error>(&format!("park-{i}")).await?;
                 if h.get_result().await? != Some(i as u32) {
                     return Err("a parked workflow got another message".into());
                 }
@@ -355,7 +375,7 @@ async fn waiters(url: &str, n: usize, secs: u64, mix: &str) -> Result<(), BoxErr
             }
             let released = t1.elapsed();
             Ok(format!(
-                "waiters n={n} recv={parked_n} get_event={getters_n} started_in={:.1}s window={:.2}s cpu_time={}ms \
+                "waiters n={n} recv={parked_n} get_event={getters_n} unloaded={unloaded} started_in={:.1}s window={:.2}s cpu_time={}ms \
                  cpu={:.2}% commits={commits} released={}ms rss_per_waiter={}B \
                  (before trimming the allocator {}B) heap_per_waiter={}B",
                 settled.as_secs_f64(),
@@ -540,7 +560,8 @@ async fn main() -> Result<(), BoxError> {
     match args.first().map(String::as_str) {
         Some("waiters") => {
             let mix = args.get(4).map_or("half", String::as_str);
-            waiters(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, mix).await
+            let unload_ms = args.get(5).map(|ms| ms.parse()).transpose()?;
+            waiters(arg(1)?, arg(2)?.parse()?, arg(3)?.parse()?, mix, unload_ms).await
         }
         Some("pending") => pending(arg(1)?, arg(2)?.parse()?).await,
         Some("peer") => peer(arg(1)?, arg(2)?.parse()?).await,
