@@ -382,6 +382,12 @@ async fn prometheus(rt: &Runtime) -> Result<String, Failure> {
             rt.running_workflows() as u64,
         ),
         (
+            "dbos_workflows_unloaded",
+            "gauge",
+            "Waiting workflows this process unloaded from memory until their message or wake-up.",
+            rt.unloaded_workflows() as u64,
+        ),
+        (
             "dbos_recoveries_total",
             "counter",
             "Workflows attempted before (after a crash, a cut-off or a resume) run again in this process.",

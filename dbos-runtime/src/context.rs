@@ -544,6 +544,9 @@ pub(crate) struct WfCtx {
     visited: Mutex<std::collections::BTreeSet<i32>>,
     /// A long wait's request to drop the body and park the workflow (see `unload.rs`).
     pub(crate) unload: crate::unload::UnloadSlot,
+    /// Operations begun and not yet ended (an [`crate::operation::Operation`] alive): a wait
+    /// unloads the workflow only when nothing else is under way.
+    in_flight: AtomicU32,
 }
 
 /// Where a replay check stopped.
@@ -580,6 +583,7 @@ impl WfCtx {
             replay_stop: Mutex::new(None),
             visited: Mutex::new(Default::default()),
             unload: Default::default(),
+            in_flight: AtomicU32::new(0),
         }
     }
 
@@ -703,6 +707,21 @@ impl WfCtx {
     /// Marks the workflow cancelled: operations refuse to begin and waits end.
     pub(crate) fn cancel(&self) {
         self.cancelled.set();
+    }
+
+    /// An operation begins (its `Operation` is made).
+    pub(crate) fn operation_begins(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An operation ends (its `Operation` is dropped).
+    pub(crate) fn operation_ends(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many operations are under way.
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Whether a `DBOS::join` or `DBOS::select` is open in the body itself.

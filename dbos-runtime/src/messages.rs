@@ -94,7 +94,7 @@ async fn recv_here<T: DeserializeOwned>(
     };
     let topic = topic.unwrap_or(NULL_TOPIC);
     let rt = op.rt();
-    let Some(waiter) = rt.notifier().claim(message_key(op.workflow_id(), topic)) else {
+    let Some(waiter) = rt.notifier().claim(op.workflow_id(), topic) else {
         if context::in_branch() {
             // Two branches of one join or select wait on one topic: which message goes to
             // which would depend on timing.
@@ -160,29 +160,31 @@ async fn recv_here<T: DeserializeOwned>(
             let _ = seen.set(at);
             Ok(at)
         };
-        // A long wait unloads the workflow (see `unload.rs`).
-        let unload_at = unload::unload_at(rt, op.ctx(), Some(wake.at));
-        let unloading = std::sync::atomic::AtomicBool::new(false);
+        // A long wait unloads the workflow (see `unload.rs`): during a nap, when nothing but
+        // this recv is under way.
+        let unload_at = std::sync::Mutex::new(unload::unload_at(rt, op.ctx(), Some(wake.at)));
         let interrupt = || async {
-            tokio::select! {
-                e = op.interrupted() => e,
-                () = unload::sleep_until(unload_at) => {
-                    unloading.store(true, std::sync::atomic::Ordering::Relaxed);
-                    Error::ShuttingDown
+            loop {
+                let at = *unload::lock(&unload_at);
+                if at.is_none() {
+                    return op.interrupted().await;
                 }
+                tokio::select! {
+                    e = op.interrupted() => return e,
+                    () = unload::sleep_until(at) => {}
+                }
+                let wakeup = Wakeup {
+                    topic: Some(topic.to_owned()),
+                    at: seen.get().copied().unwrap_or(wake.at),
+                };
+                // Returns only when refused (something else is under way): try again later.
+                unload::request(op.ctx(), wakeup, 1).await;
+                *unload::lock(&unload_at) = unload::retry_at(rt);
             }
         };
         // Each look and the deadline write are statements that must finish once sent: only
         // the naps between them are interrupted.
-        let taken = match waiter.until_lazy(deadline, take, interrupt).await {
-            Ok(taken) => taken,
-            Err(_) if unloading.load(std::sync::atomic::Ordering::Relaxed) => {
-                let at = seen.get().copied().unwrap_or(wake.at);
-                let topic = Some(topic.to_owned());
-                match unload::request(op.ctx(), Wakeup { topic, at }).await {}
-            }
-            Err(e) => return Err(e),
-        };
+        let taken = waiter.until_lazy(deadline, take, interrupt).await?;
         if let Some((text, tag)) = taken {
             drop(waiter);
             return serialization::from_json(&text, tag.as_deref(), "a received message");
@@ -195,15 +197,23 @@ async fn recv_here<T: DeserializeOwned>(
             move || async move { Ok(Box::pin(db.has_message(id, topic)).await?.then_some(())) };
         if present().await?.is_none() {
             let deadline = Box::pin(op.deadline(timeout)).await?;
-            // A long wait unloads the workflow (see `unload.rs`); the checks only read.
-            let unload_at = unload::unload_at(rt, op.ctx(), Some(deadline));
-            tokio::select! {
-                waited = op.wait(waiter.until(deadline, present)) => {
-                    waited??;
-                }
-                () = unload::sleep_until(unload_at) => {
-                    let topic = Some(topic.to_owned());
-                    match unload::request(op.ctx(), Wakeup { topic, at: deadline }).await {}
+            // A long wait unloads the workflow (see `unload.rs`), when nothing but this recv
+            // is under way; the checks only read.
+            let mut unload_at = unload::unload_at(rt, op.ctx(), Some(deadline));
+            let wait = op.wait(waiter.until(deadline, present));
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    waited = &mut wait => {
+                        waited??;
+                        break;
+                    }
+                    () = unload::sleep_until(unload_at) => {
+                        let topic = Some(topic.to_owned());
+                        // Returns only when refused: try again later.
+                        unload::request(op.ctx(), Wakeup { topic, at: deadline }, 1).await;
+                        unload_at = unload::retry_at(rt);
+                    }
                 }
             }
         }

@@ -56,8 +56,8 @@ pub(crate) struct Value {
 #[derive(Default)]
 struct Keys {
     map: HashMap<String, Weak<Notify>>,
-    /// Keys held by a `recv` (one receiver per workflow and topic).
-    claimed: HashSet<String>,
+    /// (workflow, topic) of each waiting `recv`: one receiver per workflow and topic.
+    claimed: HashSet<(String, String)>,
     /// The last value delivered to each key that has waiters, with its delivery number;
     /// dropped with the key's last waiter.
     values: HashMap<String, (u64, Delivered)>,
@@ -70,8 +70,9 @@ struct Keys {
 struct Parked {
     /// By workflow ID: the topic of its `recv` (none for a sleep) and its wake-up time.
     by_id: HashMap<String, (Option<String>, Instant)>,
-    /// Message keys (`m:<workflow>::<topic>`) of the parked `recv`s, to their workflow.
-    by_key: HashMap<String, String>,
+    /// Message keys (`m:<workflow>::<topic>`) of the parked `recv`s, to their workflows (keys
+    /// can collide: see [`Value`]).
+    by_key: HashMap<String, Vec<String>>,
     /// Wake-up times, soonest first.
     timers: std::collections::BTreeSet<(Instant, String)>,
     /// Woken, not yet taken by the keeper.
@@ -87,7 +88,13 @@ impl Parked {
             return false;
         };
         if let Some(topic) = topic {
-            self.by_key.remove(&message_key(id, &topic));
+            let key = message_key(id, &topic);
+            if let Some(ids) = self.by_key.get_mut(&key) {
+                ids.retain(|other| other != id);
+                if ids.is_empty() {
+                    self.by_key.remove(&key);
+                }
+            }
         }
         self.timers.remove(&(at, id.to_owned()));
         true
@@ -101,8 +108,9 @@ pub(crate) struct ParkedWork {
     pub woken: Vec<String>,
     /// When the next one is due, if any is parked with a later wake-up.
     pub next: Option<Instant>,
-    /// Parked `recv`s (workflow, topic) whose messages may have arrived unnoticed.
-    pub probe: Vec<(String, String)>,
+    /// When a probe is due: every parked workflow, with the topic of its `recv` (its row may
+    /// have changed unnoticed: a message, a cancel).
+    pub probe: Vec<(String, Option<String>)>,
 }
 
 impl Default for Notifier {
@@ -151,18 +159,19 @@ impl Notifier {
             notifier: self,
             key,
             notify: Some(notify),
-            claimed: false,
+            claimed: None,
         }
     }
 
-    /// Like [`Notifier::waiter`], but the only one on `key` that claimed it; `None` while
-    /// another claim holds the key.
-    pub(crate) fn claim(&self, key: String) -> Option<Waiter<'_>> {
-        if !self.keys().claimed.insert(key.clone()) {
+    /// A waiter on the messages of `workflow` on `topic`, the only one: `None` while another
+    /// claim holds them.
+    pub(crate) fn claim(&self, workflow: &str, topic: &str) -> Option<Waiter<'_>> {
+        let claim = (workflow.to_owned(), topic.to_owned());
+        if !self.keys().claimed.insert(claim.clone()) {
             return None;
         }
-        let mut w = self.waiter(key);
-        w.claimed = true;
+        let mut w = self.waiter(message_key(workflow, topic));
+        w.claimed = Some(claim);
         Some(w)
     }
 
@@ -224,7 +233,7 @@ impl Notifier {
     pub(crate) fn notify_all(&self) {
         self.everyone.notify_waiters();
         let mut keys = self.keys();
-        if !keys.parked.by_key.is_empty() {
+        if !keys.parked.by_id.is_empty() {
             keys.parked.probe = true;
             drop(keys);
             self.parked_changed.notify_one();
@@ -232,12 +241,16 @@ impl Notifier {
     }
 
     fn wake_parked_key(&self, keys: &mut Keys, key: &str) {
-        if let Some(id) = keys.parked.by_key.get(key).cloned() {
-            keys.parked.remove(&id);
-            keys.parked.woken.push(id);
-            self.parked_changed.notify_one();
-            self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+        let Some(ids) = keys.parked.by_key.get(key).cloned() else {
+            return;
+        };
+        for id in ids {
+            if keys.parked.remove(&id) {
+                keys.parked.woken.push(id);
+                self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+            }
         }
+        self.parked_changed.notify_one();
     }
 
     /// Parks workflow `id`, unloaded from memory: a message on `topic` (for a `recv`), or
@@ -253,7 +266,11 @@ impl Notifier {
             self.waiting.send_modify(|n| *n = n.saturating_sub(1));
         }
         if let Some(topic) = topic {
-            parked.by_key.insert(message_key(id, topic), id.to_owned());
+            parked
+                .by_key
+                .entry(message_key(id, topic))
+                .or_default()
+                .push(id.to_owned());
         }
         parked.timers.insert((at, id.to_owned()));
         parked
@@ -285,6 +302,11 @@ impl Notifier {
         }
     }
 
+    /// Whether workflow `id` is parked.
+    pub(crate) fn is_parked(&self, id: &str) -> bool {
+        self.keys().parked.by_id.contains_key(id)
+    }
+
     /// How many workflows are parked.
     pub(crate) fn parked(&self) -> usize {
         self.keys().parked.by_id.len()
@@ -309,7 +331,7 @@ impl Notifier {
             parked
                 .by_id
                 .iter()
-                .filter_map(|(id, (topic, _))| Some((id.clone(), topic.clone()?)))
+                .map(|(id, (topic, _))| (id.clone(), topic.clone()))
                 .collect()
         } else {
             Vec::new()
@@ -388,7 +410,8 @@ pub(crate) struct Waiter<'a> {
     notifier: &'a Notifier,
     key: String,
     notify: Option<Arc<Notify>>,
-    claimed: bool,
+    /// The (workflow, topic) this waiter claimed, if any.
+    claimed: Option<(String, String)>,
 }
 
 impl Waiter<'_> {
@@ -485,8 +508,8 @@ impl Waiter<'_> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         let mut keys = self.notifier.keys();
-        if self.claimed {
-            keys.claimed.remove(&self.key);
+        if let Some(claim) = self.claimed.take() {
+            keys.claimed.remove(&claim);
         }
         drop(self.notify.take());
         if keys
@@ -626,11 +649,15 @@ mod tests {
     #[test]
     fn a_claimed_key_refuses_a_second_claim_until_released() {
         let n = Notifier::default();
-        let first = n.claim("m:wf::t".into());
+        let first = n.claim("wf", "t");
         assert!(first.is_some());
-        assert!(n.claim("m:wf::t".into()).is_none());
-        assert!(n.claim("m:wf::other".into()).is_some());
+        assert!(n.claim("wf", "t").is_none());
+        assert!(n.claim("wf", "other").is_some());
+        // The same message key, another workflow and topic: another claim.
+        let ab = n.claim("a::b", "c");
+        assert!(ab.is_some());
+        assert!(n.claim("a", "b::c").is_some());
         drop(first);
-        assert!(n.claim("m:wf::t".into()).is_some());
+        assert!(n.claim("wf", "t").is_some());
     }
 }

@@ -161,6 +161,7 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
             if let Some(row) = ctx.recorded(n, name)? {
                 return Ok(Site::Workflow(Begun::Recorded(row)));
             }
+            ctx.operation_begins();
             Ok(Site::Workflow(Begun::Run(Operation {
                 rt,
                 ctx,
@@ -171,6 +172,12 @@ fn begin_with(name: &'static str, deadline: bool) -> Result<Site> {
                 is_step: false,
             })))
         }
+    }
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        self.ctx.operation_ends();
     }
 }
 
@@ -374,6 +381,7 @@ impl Operation {
 
     /// The `DBOS.sleep` operation at position `m` of this operation's workflow.
     fn sleep_at(&self, m: i32) -> Operation {
+        self.ctx.operation_begins();
         Operation {
             rt: self.rt.clone(),
             ctx: self.ctx.clone(),

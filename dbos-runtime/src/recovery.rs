@@ -62,8 +62,9 @@ pub(crate) async fn start(rt: &Runtime, c: Claimed, why: Start) -> Result<()> {
             } else {
                 Vec::new()
             };
-            if why == Start::Reload && rt.runs(&c.id) {
-                // Started here meanwhile (resumed by an operator, say).
+            if why == Start::Reload && (rt.runs(&c.id) || rt.is_stopping()) {
+                // Started here meanwhile (resumed by an operator, say), or shutting down (the
+                // next launch recovers it).
                 return Ok(());
             }
             if why == Start::Claimed && (c.recovery_attempts > 1 || !recorded.is_empty()) {

@@ -37,13 +37,20 @@ async fn sleep_here(d: Duration) -> Result<()> {
         // or the records end there.
         Position::Workflow(_, ctx) if ctx.replay_only => Ok(()),
         Position::Workflow(rt, ctx) => {
-            // A long sleep unloads the workflow (see `unload.rs`).
-            let unload_at = unload::unload_at(&rt, &ctx, Some(wake));
+            // A long sleep unloads the workflow (see `unload.rs`), when nothing else is under
+            // way (the sleep's own record is written).
+            let mut unload_at = unload::unload_at(&rt, &ctx, Some(wake));
             let slept = operation::interruptible(&rt, &ctx, async {
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => {}
-                    () = unload::sleep_until(unload_at) => {
-                        match unload::request(&ctx, Wakeup { topic: None, at: wake }).await {}
+                let sleep = tokio::time::sleep_until(wake);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut sleep => return,
+                        () = unload::sleep_until(unload_at) => {
+                            // Returns only when refused: try again later.
+                            unload::request(&ctx, Wakeup { topic: None, at: wake }, 0).await;
+                            unload_at = unload::retry_at(&rt);
+                        }
                     }
                 }
             });

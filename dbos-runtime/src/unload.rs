@@ -16,9 +16,10 @@ use crate::context::WfCtx;
 use crate::error::Result;
 use crate::notify::SAFETY_NET;
 use crate::runtime::Runtime;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 /// How many parked `recv`s one probe query looks up.
@@ -38,8 +39,11 @@ pub(crate) struct UnloadSlot {
     /// Set by the execution task that can drop the body (a body run any other way, by a replay
     /// check say, never unloads).
     allowed: std::sync::atomic::AtomicBool,
-    request: Mutex<Option<Wakeup>>,
+    /// The wake-up asked for, and how many operations the asking wait has under way itself.
+    request: Mutex<Option<(Wakeup, u32)>>,
     requested: Notify,
+    /// The execution found other operations under way: the wait goes on in memory.
+    refused: Notify,
 }
 
 impl UnloadSlot {
@@ -48,15 +52,22 @@ impl UnloadSlot {
         self.allowed
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
 
-    /// Resolves with the wake-up once a wait asked to unload the execution.
-    pub(crate) async fn requested(&self) -> Wakeup {
+impl WfCtx {
+    /// Resolves with the wake-up once a wait asked to unload this execution while nothing else
+    /// was under way in it (a request made beside another operation is refused, and the wait
+    /// goes on).
+    pub(crate) async fn unload_requested(&self) -> Wakeup {
         loop {
-            let notified = self.requested.notified();
+            let notified = self.unload.requested.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(w) = lock(&self.request).take() {
-                return w;
+            let request = lock(&self.unload.request).take();
+            match request {
+                Some((wakeup, own)) if self.in_flight() == own => return wakeup,
+                Some(_) => self.unload.refused.notify_one(),
+                None => {}
             }
             notified.await;
         }
@@ -90,18 +101,32 @@ pub(crate) async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Asks the execution of `ctx` to drop its body and park the workflow until `wakeup`; never
-/// resolves (the body is dropped while it waits here). Call it only while nothing is under way
-/// in the body but this wait.
-pub(crate) async fn request(ctx: &WfCtx, wakeup: Wakeup) -> std::convert::Infallible {
-    *lock(&ctx.unload.request) = Some(wakeup);
+/// Asks the execution of `ctx` to drop its body and park the workflow until `wakeup`. The
+/// caller is a wait with `own` operations under way (its own, or none) and nothing else running
+/// in it. When nothing else is under way in the body either, the body is dropped while it waits
+/// here and this never resolves; otherwise it resolves at once, refused, and the wait goes on.
+pub(crate) async fn request(ctx: &WfCtx, wakeup: Wakeup, own: u32) {
+    if ctx.in_flight() != own {
+        return;
+    }
+    let refused = ctx.unload.refused.notified();
+    tokio::pin!(refused);
+    refused.as_mut().enable();
+    *lock(&ctx.unload.request) = Some((wakeup, own));
     ctx.unload.requested.notify_one();
-    std::future::pending().await
+    refused.await;
+}
+
+/// The next time a wait refused at `now` tries to unload again.
+pub(crate) fn retry_at(rt: &Runtime) -> Option<Instant> {
+    let after = rt.config().unload_waiting_after?;
+    Some(crate::operation::after(Instant::now(), after))
 }
 
 /// Parks workflow `id`, whose execution just ended unloaded, until `wakeup` (or its own
-/// deadline, `deadline_ms`, where its timeout cancels it). A `recv` looks for its message once
-/// parked: one that came while the execution was ending woke nobody.
+/// deadline, `deadline_ms`, where its timeout cancels it). Once parked it looks at its row: a
+/// message that came while the execution was ending woke nobody, and a cancel in that moment
+/// found nothing to stop.
 pub(crate) async fn park(rt: &Runtime, id: &str, wakeup: Wakeup, deadline_ms: Option<i64>) {
     let at = match deadline_ms {
         Some(ms) => wakeup.at.min(crate::operation::instant_at(ms)),
@@ -111,45 +136,56 @@ pub(crate) async fn park(rt: &Runtime, id: &str, wakeup: Wakeup, deadline_ms: Op
         return;
     }
     tracing::debug!(workflow_id = %id, "workflow unloaded while it waits");
-    if let Some(topic) = &wakeup.topic {
-        match rt.db().has_message(id, topic).await {
-            Ok(false) => {}
-            Ok(true) => rt.notifier().wake_parked(id),
-            // Unsure: load it again, its recv looks for itself.
-            Err(e) => {
-                tracing::debug!(workflow_id = %id, "looking for a parked workflow's message: {e}");
-                rt.notifier().wake_parked(id);
-            }
+    match rt.db().parked_state(id, wakeup.topic.as_deref()).await {
+        Ok((true, false)) => {}
+        // Finished or cancelled meanwhile: nothing to load again.
+        Ok((false, _)) => {
+            rt.notifier().unpark(id);
+        }
+        Ok((true, true)) => rt.notifier().wake_parked(id),
+        // Unsure: load it again; its wait looks for itself.
+        Err(e) => {
+            tracing::debug!(workflow_id = %id, "looking at a parked workflow's row: {e}");
+            rt.notifier().wake_parked(id);
         }
     }
 }
 
-/// Loads parked workflows again when their message comes or their time passes, looks for their
-/// messages when the database changed unseen (and every [`SAFETY_NET`]), until shutdown.
+/// Loads parked workflows again when their message comes or their time passes, and looks at
+/// their rows when the database changed unseen (and every [`SAFETY_NET`]), until shutdown.
 pub(crate) async fn keeper(rt: Runtime) {
+    // Loads run a few at a time: a burst of wake-ups must not take every connection.
+    let loads = Arc::new(Semaphore::new(
+        (rt.config().max_connections / 2).max(1) as usize
+    ));
+    let probing = Arc::new(AtomicBool::new(false));
     let mut last_probe = Instant::now();
     while !rt.is_stopping() {
-        let changed = rt.notifier().parked_changed();
-        tokio::pin!(changed);
         let now = Instant::now();
         let probe_due = now >= last_probe + SAFETY_NET;
-        if probe_due {
-            last_probe = now;
-        }
         let work = rt.notifier().take_parked(now, probe_due);
         for id in work.woken {
-            reload(&rt, id);
+            reload(&rt, &loads, id);
         }
         if !work.probe.is_empty() {
             last_probe = now;
-            probe(&rt, work.probe).await;
+            // In a task of its own: the keeper goes on taking wake-ups meanwhile.
+            if !probing.swap(true, Ordering::SeqCst) {
+                let (rt2, probing) = (rt.clone(), probing.clone());
+                rt.spawn(async move {
+                    probe(&rt2, work.probe).await;
+                    probing.store(false, Ordering::SeqCst);
+                });
+            }
+        } else if probe_due {
+            last_probe = now;
         }
         let next = work
             .next
             .map_or(last_probe + SAFETY_NET, |n| n.min(last_probe + SAFETY_NET));
         let wait = async {
             tokio::select! {
-                () = &mut changed => {}
+                () = rt.notifier().parked_changed() => {}
                 () = tokio::time::sleep_until(next) => {}
             }
         };
@@ -159,26 +195,38 @@ pub(crate) async fn keeper(rt: Runtime) {
     }
 }
 
-/// Wakes the parked `recv`s among `waiting` whose message is there.
-async fn probe(rt: &Runtime, waiting: Vec<(String, String)>) {
-    for chunk in waiting.chunks(PROBE_CHUNK) {
-        match rt.db().messages_waiting(chunk).await {
+/// Looks at the rows of the parked workflows in `parked` (ID, and the topic of a `recv`):
+/// forgets those cancelled, wakes the `recv`s whose message is there.
+async fn probe(rt: &Runtime, parked: Vec<(String, Option<String>)>) {
+    for chunk in parked.chunks(PROBE_CHUNK) {
+        let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+        match rt.db().cancelled_among(&ids).await {
+            Ok(cancelled) => cancelled.iter().for_each(|id| {
+                rt.notifier().unpark(id);
+            }),
+            Err(e) => tracing::debug!("looking for cancelled parked workflows: {e}"),
+        }
+        let recvs: Vec<(String, String)> = chunk
+            .iter()
+            .filter_map(|(id, topic)| Some((id.clone(), topic.clone()?)))
+            .collect();
+        match rt.db().messages_waiting(&recvs).await {
             Ok(found) => found.iter().for_each(|id| rt.notifier().wake_parked(id)),
-            Err(e) => {
-                tracing::debug!("looking for the messages of parked workflows: {e}");
-                return;
-            }
+            Err(e) => tracing::debug!("looking for the messages of parked workflows: {e}"),
         }
     }
 }
 
-/// Loads workflow `id` again, in a task of its own: resumes it from its records when its row
-/// is still `PENDING` under this executor and no execution of it runs here. When the row
-/// cannot be read, it is parked again and retried a second later.
-fn reload(rt: &Runtime, id: String) {
-    let rt2 = rt.clone();
+/// Loads workflow `id` again, in a task of its own (at most `loads` at once): resumes it from
+/// its records when its row is still `PENDING` under this executor and no execution of it runs
+/// here. When the row cannot be read, it is parked again and retried about a second later.
+fn reload(rt: &Runtime, loads: &Arc<Semaphore>, id: String) {
+    let (rt2, loads) = (rt.clone(), loads.clone());
     rt.spawn(async move {
         let rt = rt2;
+        let Ok(_permit) = rt.unless_stopping(loads.acquire_owned()).await else {
+            return;
+        };
         if rt.is_stopping() || rt.runs(&id) {
             return;
         }
@@ -186,12 +234,10 @@ fn reload(rt: &Runtime, id: String) {
             if rt.is_stopping() {
                 return;
             }
-            tracing::warn!(workflow_id = %id, "loading a parked workflow again failed: {e}; retrying in 1 s");
-            let retry = Wakeup {
-                topic: None,
-                at: Instant::now() + Duration::from_secs(1),
-            };
-            rt.notifier().park(&id, retry.topic.as_deref(), retry.at);
+            tracing::warn!(workflow_id = %id, "loading a parked workflow again failed: {e}; retrying in about 1 s");
+            let jitter = Duration::from_millis(fastrand::u64(0..500));
+            let at = Instant::now() + Duration::from_secs(1) + jitter;
+            rt.notifier().park(&id, None, at);
         }
     });
 }
@@ -204,7 +250,7 @@ async fn reload_now(rt: &Runtime, id: &str) -> Result<()> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),

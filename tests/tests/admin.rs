@@ -190,6 +190,7 @@ both_backends! {
         assert!(value("dbos_commits_total", &[]) > 5.0);
         assert!(value("dbos_notification_wakeups_total", &[]) >= 1.0, "the resumed recv was woken by its message");
         assert_eq!(value("dbos_workflows_running", &[]), 0.0);
+        assert_eq!(value("dbos_workflows_unloaded", &[]), 0.0);
         let steps = scrape.samples.iter().find(|s| s.metric == "dbos_step_duration_seconds" && s.labels.get("name") == Some("admin::admin_step"));
         match steps.map(|s| &s.value) {
             Some(prometheus_parse::Value::Histogram(buckets)) => {

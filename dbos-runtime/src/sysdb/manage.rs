@@ -641,21 +641,58 @@ impl SysDb {
              WHERE NOT consumed AND destination_uuid IN ({})",
             marks.join(", ")
         );
-        let found: Vec<(String, String)> = on_reader!(&self.sys, |p| {
+        let found: Vec<(String, Option<String>)> = on_reader!(&self.sys, |p| {
             let rows = bind_all(sqlx::query(&sql), &args)
                 .fetch_all(&mut *p)
                 .await
                 .map_err(Error::db("looking for messages"))?;
             rows.iter()
-                .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+                .map(|r| {
+                    Ok((
+                        r.try_get::<String, _>(0)?,
+                        r.try_get::<Option<String>, _>(1)?,
+                    ))
+                })
                 .collect::<std::result::Result<Vec<_>, sqlx::Error>>()
                 .map_err(Error::db("looking for messages"))
         })?;
         Ok(waiting
             .iter()
-            .filter(|w| found.contains(w))
+            .filter(|(id, topic)| {
+                found
+                    .iter()
+                    .any(|(i, t)| i == id && t.as_deref() == Some(topic.as_str()))
+            })
             .map(|(id, _)| id.clone())
             .collect())
+    }
+
+    /// Whether workflow `id` is `PENDING`, and whether a message waits for it on `topic`: what a
+    /// workflow just parked needs to know (see `unload.rs`).
+    pub(crate) async fn parked_state(&self, id: &str, topic: Option<&str>) -> Result<(bool, bool)> {
+        let p = self.sys.prefix(&self.schema);
+        let sql = format!(
+            "SELECT status = 'PENDING', EXISTS (SELECT 1 FROM {p}notifications \
+             WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed) \
+             FROM {p}workflow_status WHERE workflow_uuid = $1"
+        );
+        on_reader!(&self.sys, |p| {
+            let row = sqlx::query(&sql)
+                .bind(id)
+                .bind(topic)
+                .fetch_optional(&mut *p)
+                .await
+                .map_err(Error::db("reading a parked workflow"))?;
+            match row {
+                Some(r) => Ok((
+                    r.try_get::<bool, _>(0)
+                        .map_err(Error::db("reading a parked workflow"))?,
+                    r.try_get::<bool, _>(1)
+                        .map_err(Error::db("reading a parked workflow"))?,
+                )),
+                None => Ok((false, false)),
+            }
+        })
     }
 
     /// Workflow `id` as the dispatcher would claim it, when it is `PENDING` under this

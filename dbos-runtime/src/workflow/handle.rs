@@ -241,6 +241,13 @@ pub(crate) async fn wait_for_outcome(rt: &Runtime, id: &str) -> Result<WorkflowR
                 return Ok(row);
             }
         }
-        rt.notifier().wait(notified, Duration::from_secs(1)).await?;
+        // A workflow running or parked here announces its end at once: check the row only
+        // as a safety net (a workflow unloaded while it waits may wait for days).
+        let nap = if rt.runs(id) || rt.notifier().is_parked(id) {
+            crate::notify::SAFETY_NET
+        } else {
+            Duration::from_secs(1)
+        };
+        rt.notifier().wait(notified, nap).await?;
     }
 }

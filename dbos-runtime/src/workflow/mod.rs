@@ -342,16 +342,23 @@ pub(crate) fn spawn_execution(
         let ended = tokio::select! {
             run = run => Ended::Ran(run),
             never = expiry => match never {},
-            wakeup = ctx.unload.requested() => Ended::Unloaded(wakeup),
+            wakeup = ctx.unload_requested() => Ended::Unloaded(wakeup),
         };
         let run = match ended {
             Ended::Ran(run) => run,
             Ended::Unloaded(wakeup) => {
-                // The body is dropped (it waited, with nothing under way): the row stays
+                // The body is dropped (it waited, with nothing else under way): the row stays
                 // PENDING and the workflow is loaded again when its wait ends.
-                rt.metrics().workflow_finished(&name, "UNLOADED");
+                let cancelled = ctx.is_cancelled();
+                rt.metrics()
+                    .workflow_finished(&name, if cancelled { "CANCELLED" } else { "UNLOADED" });
                 rt.execution_done(serial);
-                Box::pin(crate::unload::park(&rt, &id, wakeup, deadline_ms)).await;
+                if cancelled {
+                    // Cancelled as it left: nothing to load again.
+                    rt.notifier().notify(&done_key(&id));
+                } else {
+                    Box::pin(crate::unload::park(&rt, &id, wakeup, deadline_ms)).await;
+                }
                 return;
             }
         };
