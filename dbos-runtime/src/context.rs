@@ -8,6 +8,8 @@ use crate::sysdb::StepRow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The runtime `DBOS::launch` made.
 static GLOBAL: RwLock<Option<Runtime>> = RwLock::new(None);
@@ -543,10 +545,79 @@ pub(crate) struct WfCtx {
     /// Positions whose records were replayed.
     visited: Mutex<std::collections::BTreeSet<i32>>,
     /// A long wait's request to drop the body and park the workflow (see `unload.rs`).
-    pub(crate) unload: crate::unload::UnloadSlot,
+    pub(crate) unload: UnloadSlot,
     /// Operations begun and not yet ended (an [`crate::operation::Operation`] alive): a wait
     /// unloads the workflow only when nothing else is under way.
     in_flight: AtomicU32,
+}
+
+/// What brings an unloaded workflow back: a message on `topic` (for a `recv`), or the time
+/// `at` (its wait's deadline, or a sleep's end).
+#[derive(Debug, Clone)]
+pub(crate) struct Wakeup {
+    pub topic: Option<String>,
+    pub at: Instant,
+}
+
+/// An execution's side of unloading: whether its body may be dropped, and the request to do it.
+/// See `unload.rs`.
+#[derive(Debug, Default)]
+pub(crate) struct UnloadSlot {
+    /// Set by the execution task that can drop the body (a body run any other way, by a replay
+    /// check say, never unloads).
+    allowed: std::sync::atomic::AtomicBool,
+    /// The wake-up asked for, and how many operations the asking wait has under way itself.
+    request: Mutex<Option<(Wakeup, u32)>>,
+    requested: Notify,
+    /// The execution found other operations under way: the wait goes on in memory.
+    refused: Notify,
+}
+
+impl UnloadSlot {
+    /// Lets waits of this execution unload it (only its execution task can).
+    pub(crate) fn allow(&self) {
+        self.allowed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether this execution's waits may unload it.
+    pub(crate) fn allowed(&self) -> bool {
+        self.allowed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl WfCtx {
+    /// Asks this execution to drop its body and park the workflow until `wakeup` (see
+    /// `unload::request`): resolves only when refused.
+    pub(crate) async fn ask_unload(&self, wakeup: Wakeup, own: u32) {
+        if self.in_flight() != own {
+            return;
+        }
+        let refused = self.unload.refused.notified();
+        tokio::pin!(refused);
+        refused.as_mut().enable();
+        *lock(&self.unload.request) = Some((wakeup, own));
+        self.unload.requested.notify_one();
+        refused.await;
+    }
+
+    /// Resolves with the wake-up once a wait asked to unload this execution while nothing else
+    /// was under way in it (a request made beside another operation is refused, and the wait
+    /// goes on).
+    pub(crate) async fn unload_requested(&self) -> Wakeup {
+        loop {
+            let notified = self.unload.requested.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let request = lock(&self.unload.request).take();
+            match request {
+                Some((wakeup, own)) if self.in_flight() == own => return wakeup,
+                Some(_) => self.unload.refused.notify_one(),
+                None => {}
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Where a replay check stopped.

@@ -32,7 +32,7 @@ impl Runtime {
         crate::liveness::start(&rt).await?;
         crate::recovery::recover_pending(&rt).await?;
         rt.keep(tokio::spawn(crate::dispatch::dispatch_loop(rt.clone())));
-        rt.keep(tokio::spawn(crate::unload::keeper(rt.clone())));
+        rt.keep(tokio::spawn(crate::recovery::reload_parked(rt.clone())));
         for &(name, cron) in &rt.registry().schedules {
             rt.keep(tokio::spawn(crate::scheduler::run_schedule(
                 rt.clone(),

@@ -1,12 +1,13 @@
 //! `send` and `recv`: messages to a workflow, delivered exactly once.
 
 use crate::context;
+use crate::context::Wakeup;
 use crate::error::{Error, Result};
 use crate::notify::message_key;
 use crate::operation::{self, Begun, Site, SELECT};
 use crate::serialization::{self, PORTABLE_JSON};
 use crate::sysdb::{now_ms, StepWrite, NULL_TOPIC};
-use crate::unload::{self, Wakeup};
+use crate::unload;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 use tracing::Instrument;

@@ -2,11 +2,20 @@
 //! the dispatcher claimed resumes from its records.
 
 use crate::error::{Error, Result, WorkflowError};
+use crate::notify::SAFETY_NET;
 use crate::queue::INTERNAL_QUEUE;
 use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
 use crate::sysdb::{Claimed, Outcome};
 use crate::workflow::{spawn_execution, Resumed};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// How many parked workflows one probe query looks up.
+const PROBE_CHUNK: usize = 500;
 
 /// Moves this executor's unfinished workflows (of this version) to the queue.
 pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
@@ -96,4 +105,105 @@ pub(crate) async fn start(rt: &Runtime, c: Claimed, why: Start) -> Result<()> {
         }
     }
     Ok(())
+}
+
+// Workflows unloaded while they wait (see `unload.rs`) are loaded again here.
+
+/// Loads parked workflows again when their message comes or their time passes, and looks at
+/// their rows when the database changed unseen (and every [`SAFETY_NET`]), until shutdown.
+pub(crate) async fn reload_parked(rt: Runtime) {
+    // Loads run a few at a time: a burst of wake-ups must not take every connection.
+    let loads = Arc::new(Semaphore::new(
+        (rt.config().max_connections / 2).max(1) as usize
+    ));
+    let probing = Arc::new(AtomicBool::new(false));
+    let mut last_probe = Instant::now();
+    while !rt.is_stopping() {
+        let now = Instant::now();
+        let probe_due = now >= last_probe + SAFETY_NET;
+        let work = rt.notifier().take_parked(now, probe_due);
+        for id in work.woken {
+            reload(&rt, &loads, id);
+        }
+        if !work.probe.is_empty() {
+            last_probe = now;
+            // In a task of its own: the keeper goes on taking wake-ups meanwhile.
+            if !probing.swap(true, Ordering::SeqCst) {
+                let (rt2, probing) = (rt.clone(), probing.clone());
+                rt.spawn(async move {
+                    probe(&rt2, work.probe).await;
+                    probing.store(false, Ordering::SeqCst);
+                });
+            }
+        } else if probe_due {
+            last_probe = now;
+        }
+        let next = work
+            .next
+            .map_or(last_probe + SAFETY_NET, |n| n.min(last_probe + SAFETY_NET));
+        let wait = async {
+            tokio::select! {
+                () = rt.notifier().parked_changed() => {}
+                () = tokio::time::sleep_until(next) => {}
+            }
+        };
+        if rt.unless_stopping(wait).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Looks at the rows of the parked workflows in `parked` (ID, and the topic of a `recv`):
+/// forgets those cancelled, wakes the `recv`s whose message is there.
+async fn probe(rt: &Runtime, parked: Vec<(String, Option<String>)>) {
+    for chunk in parked.chunks(PROBE_CHUNK) {
+        let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+        match rt.db().cancelled_among(&ids).await {
+            Ok(cancelled) => cancelled.iter().for_each(|id| {
+                rt.notifier().unpark(id);
+            }),
+            Err(e) => tracing::debug!("looking for cancelled parked workflows: {e}"),
+        }
+        let recvs: Vec<(String, String)> = chunk
+            .iter()
+            .filter_map(|(id, topic)| Some((id.clone(), topic.clone()?)))
+            .collect();
+        match rt.db().messages_waiting(&recvs).await {
+            Ok(found) => found.iter().for_each(|id| rt.notifier().wake_parked(id)),
+            Err(e) => tracing::debug!("looking for the messages of parked workflows: {e}"),
+        }
+    }
+}
+
+/// Loads workflow `id` again, in a task of its own (at most `loads` at once): resumes it from
+/// its records when its row is still `PENDING` under this executor and no execution of it runs
+/// here. When the row cannot be read, it is parked again and retried about a second later.
+fn reload(rt: &Runtime, loads: &Arc<Semaphore>, id: String) {
+    let (rt2, loads) = (rt.clone(), loads.clone());
+    rt.spawn(async move {
+        let rt = rt2;
+        let Ok(_permit) = rt.unless_stopping(loads.acquire_owned()).await else {
+            return;
+        };
+        if rt.is_stopping() || rt.runs(&id) {
+            return;
+        }
+        if let Err(e) = reload_now(&rt, &id).await {
+            if rt.is_stopping() {
+                return;
+            }
+            tracing::warn!(workflow_id = %id, "loading a parked workflow again failed: {e}; retrying in about 1 s");
+            let jitter = Duration::from_millis(fastrand::u64(0..500));
+            let at = Instant::now() + Duration::from_secs(1) + jitter;
+            rt.notifier().park(&id, None, at);
+        }
+    });
+}
+
+async fn reload_now(rt: &Runtime, id: &str) -> Result<()> {
+    match rt.db().reloadable(id).await? {
+        Some(c) => start(rt, c, Start::Reload).await,
+        // Finished, cancelled, or taken over by another process meanwhile.
+        None => Ok(()),
+    }
 }

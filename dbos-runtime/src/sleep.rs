@@ -1,10 +1,11 @@
 //! `DBOS::sleep`: a durable sleep. In a workflow body its wake-up time is recorded (SYSDB.md
 //! rule 18), so a workflow resumed after a crash sleeps only what remains.
 
+use crate::context::Wakeup;
 use crate::context::{self, Position};
 use crate::error::Result;
 use crate::operation::{self, Begun, Site, Stamp, SLEEP};
-use crate::unload::{self, Wakeup};
+use crate::unload;
 use std::time::Duration;
 use tracing::Instrument;
 

@@ -416,7 +416,7 @@ enum Ended {
     /// It ran to its end (or panicked).
     Ran(std::thread::Result<Finished>),
     /// A long wait asked for the workflow to be unloaded until `Wakeup`.
-    Unloaded(crate::unload::Wakeup),
+    Unloaded(crate::context::Wakeup),
 }
 
 /// An execution running in this process, as its starter holds it.
