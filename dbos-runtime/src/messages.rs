@@ -164,23 +164,15 @@ async fn recv_here<T: DeserializeOwned>(
         // A long wait unloads the workflow (see `unload.rs`): during a nap, when nothing but
         // this recv is under way.
         let unload_at = std::sync::Mutex::new(unload::unload_at(rt, op.ctx(), Some(wake.at)));
+        let wakeup = || Wakeup {
+            topic: Some(topic.to_owned()),
+            at: seen.get().copied().unwrap_or(wake.at),
+        };
         let interrupt = || async {
-            loop {
-                let at = *unload::lock(&unload_at);
-                if at.is_none() {
-                    return op.interrupted().await;
-                }
-                tokio::select! {
-                    e = op.interrupted() => return e,
-                    () = unload::sleep_until(at) => {}
-                }
-                let wakeup = Wakeup {
-                    topic: Some(topic.to_owned()),
-                    at: seen.get().copied().unwrap_or(wake.at),
-                };
-                // Returns only when refused (something else is under way): try again later.
-                unload::request(op.ctx(), wakeup, 1).await;
-                *unload::lock(&unload_at) = unload::retry_at(rt);
+            let long = Box::pin(unload::after_waiting(rt, op.ctx(), &unload_at, wakeup, 1));
+            tokio::select! {
+                e = op.interrupted() => e,
+                never = long => match never {},
             }
         };
         // Each look and the deadline write are statements that must finish once sent: only
@@ -200,23 +192,19 @@ async fn recv_here<T: DeserializeOwned>(
             let deadline = Box::pin(op.deadline(timeout)).await?;
             // A long wait unloads the workflow (see `unload.rs`), when nothing but this recv
             // is under way; the checks only read.
-            let mut unload_at = unload::unload_at(rt, op.ctx(), Some(deadline));
-            let wait = op.wait(waiter.until(deadline, present));
-            tokio::pin!(wait);
-            loop {
+            let unload_at = std::sync::Mutex::new(unload::unload_at(rt, op.ctx(), Some(deadline)));
+            let wakeup = || Wakeup {
+                topic: Some(topic.to_owned()),
+                at: deadline,
+            };
+            let long = Box::pin(unload::after_waiting(rt, op.ctx(), &unload_at, wakeup, 1));
+            op.wait(async {
                 tokio::select! {
-                    waited = &mut wait => {
-                        waited??;
-                        break;
-                    }
-                    () = unload::sleep_until(unload_at) => {
-                        let topic = Some(topic.to_owned());
-                        // Returns only when refused: try again later.
-                        unload::request(op.ctx(), Wakeup { topic, at: deadline }, 1).await;
-                        unload_at = unload::retry_at(rt);
-                    }
+                    waited = waiter.until(deadline, present) => waited,
+                    never = long => match never {},
                 }
-            }
+            })
+            .await??;
         }
     }
     let record = op.write(None, None, Some(PORTABLE_JSON));
@@ -257,3 +245,4 @@ async fn recv_here<T: DeserializeOwned>(
         None => Ok(None),
     }
 }
+

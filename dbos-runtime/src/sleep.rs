@@ -40,19 +40,16 @@ async fn sleep_here(d: Duration) -> Result<()> {
         Position::Workflow(rt, ctx) => {
             // A long sleep unloads the workflow (see `unload.rs`), when nothing else is under
             // way (the sleep's own record is written).
-            let mut unload_at = unload::unload_at(&rt, &ctx, Some(wake));
+            let unload_at = std::sync::Mutex::new(unload::unload_at(&rt, &ctx, Some(wake)));
+            let wakeup = || Wakeup {
+                topic: None,
+                at: wake,
+            };
+            let long = Box::pin(unload::after_waiting(&rt, &ctx, &unload_at, wakeup, 0));
             let slept = operation::interruptible(&rt, &ctx, async {
-                let sleep = tokio::time::sleep_until(wake);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = &mut sleep => return,
-                        () = unload::sleep_until(unload_at) => {
-                            // Returns only when refused: try again later.
-                            unload::request(&ctx, Wakeup { topic: None, at: wake }, 0).await;
-                            unload_at = unload::retry_at(&rt);
-                        }
-                    }
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {}
+                    never = long => match never {},
                 }
             });
             slept.await

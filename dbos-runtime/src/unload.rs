@@ -33,23 +33,36 @@ pub(crate) fn unload_at(rt: &Runtime, ctx: &WfCtx, until: Option<Instant>) -> Op
 }
 
 /// Sleeps until `at` (forever for `None`).
-pub(crate) async fn sleep_until(at: Option<Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
 
-/// Asks the execution of `ctx` to drop its body and park the workflow until `wakeup`. The
-/// caller is a wait with `own` operations under way (its own, or none) and nothing else running
-/// in it. When nothing else is under way in the body either, the body is dropped while it waits
-/// here and this never resolves; otherwise it resolves at once, refused, and the wait goes on.
-pub(crate) async fn request(ctx: &WfCtx, wakeup: Wakeup, own: u32) {
-    ctx.ask_unload(wakeup, own).await
+/// Unloads the workflow of `ctx` once its wait has lasted until `at` (see [`unload_at`]), with
+/// `wakeup` as what brings it back, and never resolves. The caller is a wait with `own`
+/// operations under way (its own, or none); while anything else is under way in the body the
+/// request is refused, and `at` moves on by the configured time to try again. Callers box it, so
+/// that a waiting workflow's future keeps room only for a pointer to it.
+pub(crate) async fn after_waiting(
+    rt: &Runtime,
+    ctx: &WfCtx,
+    at: &Mutex<Option<Instant>>,
+    wakeup: impl Fn() -> Wakeup,
+    own: u32,
+) -> std::convert::Infallible {
+    loop {
+        let next = *lock(at);
+        sleep_until(next).await;
+        // The body is dropped while this waits, unless the request is refused.
+        ctx.ask_unload(wakeup(), own).await;
+        *lock(at) = retry_at(rt);
+    }
 }
 
-/// The next time a wait refused at `now` tries to unload again.
-pub(crate) fn retry_at(rt: &Runtime) -> Option<Instant> {
+/// The next time a wait refused now tries to unload again.
+fn retry_at(rt: &Runtime) -> Option<Instant> {
     let after = rt.config().unload_waiting_after?;
     Some(crate::operation::after(Instant::now(), after))
 }
@@ -82,7 +95,7 @@ pub(crate) async fn park(rt: &Runtime, id: &str, wakeup: Wakeup, deadline_ms: Op
     }
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
