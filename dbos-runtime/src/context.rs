@@ -566,8 +566,11 @@ pub(crate) struct UnloadSlot {
     /// Set by the execution task that can drop the body (a body run any other way, by a replay
     /// check say, never unloads).
     allowed: std::sync::atomic::AtomicBool,
-    /// The wake-up asked for, and how many operations the asking wait has under way itself.
-    request: Mutex<Option<(Wakeup, u32)>>,
+    /// The wake-up asked for, how many operations the asking wait has under way itself, and
+    /// the request's number: the request lives only while the wait that made it waits.
+    request: Mutex<Option<(Wakeup, u32, u64)>>,
+    /// Numbers the requests.
+    asked: std::sync::atomic::AtomicU64,
     requested: Notify,
     /// The execution found other operations under way: the wait goes on in memory.
     refused: Notify,
@@ -586,9 +589,39 @@ impl UnloadSlot {
     }
 }
 
+/// Withdraws request `number` when the wait that made it stops waiting (its message came,
+/// say): the execution must never drop a body that moved on.
+struct Withdraw<'a>(&'a UnloadSlot, u64);
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        let mut request = lock(&self.0.request);
+        if matches!(&*request, Some((_, _, n)) if *n == self.1) {
+            *request = None;
+        }
+    }
+}
+
+/// Counts a wait that holds no operation (a sleep after its record) as under way while it
+/// lives, so that no other wait unloads the workflow beside it.
+pub(crate) struct Holding<'a>(&'a WfCtx);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.operation_ends();
+    }
+}
+
 impl WfCtx {
+    /// Counts a wait as under way until the returned guard is dropped.
+    pub(crate) fn hold(&self) -> Holding<'_> {
+        self.operation_begins();
+        Holding(self)
+    }
+
     /// Asks this execution to drop its body and park the workflow until `wakeup` (see
-    /// `unload::request`): resolves only when refused.
+    /// `unload::after_waiting`): resolves only when refused. The request is withdrawn when this
+    /// future is dropped.
     pub(crate) async fn ask_unload(&self, wakeup: Wakeup, own: u32) {
         if self.in_flight() != own {
             return;
@@ -596,14 +629,17 @@ impl WfCtx {
         let refused = self.unload.refused.notified();
         tokio::pin!(refused);
         refused.as_mut().enable();
-        *lock(&self.unload.request) = Some((wakeup, own));
+        let number = self.unload.asked.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.unload.request) = Some((wakeup, own, number));
+        let _withdraw = Withdraw(&self.unload, number);
         self.unload.requested.notify_one();
         refused.await;
     }
 
     /// Resolves with the wake-up once a wait asked to unload this execution while nothing else
     /// was under way in it (a request made beside another operation is refused, and the wait
-    /// goes on).
+    /// goes on). Polled beside the body, never inside it: a request present here was made by a
+    /// wait that is still waiting.
     pub(crate) async fn unload_requested(&self) -> Wakeup {
         loop {
             let notified = self.unload.requested.notified();
@@ -611,7 +647,7 @@ impl WfCtx {
             notified.as_mut().enable();
             let request = lock(&self.unload.request).take();
             match request {
-                Some((wakeup, own)) if self.in_flight() == own => return wakeup,
+                Some((wakeup, own, _)) if self.in_flight() == own => return wakeup,
                 Some(_) => self.unload.refused.notify_one(),
                 None => {}
             }

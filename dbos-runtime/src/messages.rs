@@ -245,4 +245,3 @@ async fn recv_here<T: DeserializeOwned>(
         None => Ok(None),
     }
 }
-

@@ -276,15 +276,17 @@ impl Notifier {
         parked
             .by_id
             .insert(id.to_owned(), (topic.map(str::to_owned), at));
-        drop(keys);
+        // Counted under the lock: a wake-up that removes it right after uncounts it.
         self.waiting.send_modify(|n| *n += 1);
+        drop(keys);
         self.parked_changed.notify_one();
         true
     }
 
     /// Unparks workflow `id` (it runs again); whether it was parked.
     pub(crate) fn unpark(&self, id: &str) -> bool {
-        let removed = self.keys().parked.remove(id);
+        let mut keys = self.keys();
+        let removed = keys.parked.remove(id);
         if removed {
             self.waiting.send_modify(|n| *n = n.saturating_sub(1));
         }
@@ -296,8 +298,8 @@ impl Notifier {
         let mut keys = self.keys();
         if keys.parked.remove(id) {
             keys.parked.woken.push(id.to_owned());
-            drop(keys);
             self.waiting.send_modify(|n| *n = n.saturating_sub(1));
+            drop(keys);
             self.parked_changed.notify_one();
         }
     }

@@ -39,13 +39,15 @@ async fn sleep_here(d: Duration) -> Result<()> {
         Position::Workflow(_, ctx) if ctx.replay_only => Ok(()),
         Position::Workflow(rt, ctx) => {
             // A long sleep unloads the workflow (see `unload.rs`), when nothing else is under
-            // way (the sleep's own record is written).
+            // way.
             let unload_at = std::sync::Mutex::new(unload::unload_at(&rt, &ctx, Some(wake)));
             let wakeup = || Wakeup {
                 topic: None,
                 at: wake,
             };
-            let long = Box::pin(unload::after_waiting(&rt, &ctx, &unload_at, wakeup, 0));
+            // The sleep counts as under way (a recv beside it must not unload the workflow).
+            let _holding = ctx.hold();
+            let long = Box::pin(unload::after_waiting(&rt, &ctx, &unload_at, wakeup, 1));
             let slept = operation::interruptible(&rt, &ctx, async {
                 tokio::select! {
                     () = tokio::time::sleep_until(wake) => {}
