@@ -551,11 +551,11 @@ pub(crate) struct WfCtx {
     in_flight: AtomicU32,
 }
 
-/// What brings an unloaded workflow back: a message on `topic` (for a `recv`), or the time
-/// `at` (its wait's deadline, or a sleep's end).
+/// What brings an unloaded workflow back: what it waits on, or the time `at` (its wait's
+/// deadline, or a sleep's end).
 #[derive(Debug, Clone)]
 pub(crate) struct Wakeup {
-    pub topic: Option<String>,
+    pub on: crate::notify::WaitsOn,
     pub at: Instant,
 }
 

@@ -4,6 +4,7 @@ use crate::context;
 use crate::context::Wakeup;
 use crate::error::{Error, Result};
 use crate::notify::message_key;
+use crate::notify::WaitsOn;
 use crate::operation::{self, Begun, Site, SELECT};
 use crate::serialization::{self, PORTABLE_JSON};
 use crate::sysdb::{now_ms, StepWrite, NULL_TOPIC};
@@ -165,7 +166,7 @@ async fn recv_here<T: DeserializeOwned>(
         // this recv is under way.
         let unload_at = std::sync::Mutex::new(unload::unload_at(rt, op.ctx(), Some(wake.at)));
         let wakeup = || Wakeup {
-            topic: Some(topic.to_owned()),
+            on: WaitsOn::Message(topic.to_owned()),
             at: seen.get().copied().unwrap_or(wake.at),
         };
         let interrupt = || async {
@@ -194,7 +195,7 @@ async fn recv_here<T: DeserializeOwned>(
             // is under way; the checks only read.
             let unload_at = std::sync::Mutex::new(unload::unload_at(rt, op.ctx(), Some(deadline)));
             let wakeup = || Wakeup {
-                topic: Some(topic.to_owned()),
+                on: WaitsOn::Message(topic.to_owned()),
                 at: deadline,
             };
             let long = Box::pin(unload::after_waiting(rt, op.ctx(), &unload_at, wakeup, 1));

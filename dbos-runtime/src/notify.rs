@@ -65,14 +65,28 @@ struct Keys {
     parked: Parked,
 }
 
+/// What an unloaded workflow waits on, besides its wake-up time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WaitsOn {
+    /// Only the time (a sleep).
+    Time,
+    /// A message on this topic (a `recv`).
+    Message(String),
+    /// The end of this workflow (a child's `get_result`).
+    Done(String),
+}
+
 /// Workflows unloaded from memory while they wait: what brings each back.
 #[derive(Default)]
 struct Parked {
-    /// By workflow ID: the topic of its `recv` (none for a sleep) and its wake-up time.
-    by_id: HashMap<String, (Option<String>, Instant)>,
-    /// Message keys (`m:<workflow>::<topic>`) of the parked `recv`s, to their workflows (keys
-    /// can collide: see [`Value`]).
+    /// By workflow ID: what it waits on and its wake-up time.
+    by_id: HashMap<String, (WaitsOn, Instant)>,
+    /// The keys that wake parked workflows (`m:<workflow>::<topic>` for a `recv`,
+    /// `d:<child>` for a child's result), to their workflows (keys can collide: see [`Value`]).
     by_key: HashMap<String, Vec<String>>,
+    /// How many wait for a workflow's end: the keeper looks at their rows every second (an
+    /// end in another process notifies nobody here).
+    on_done: usize,
     /// Wake-up times, soonest first.
     timers: std::collections::BTreeSet<(Instant, String)>,
     /// Woken, not yet taken by the keeper.
@@ -84,11 +98,13 @@ struct Parked {
 impl Parked {
     /// Removes workflow `id`; whether it was parked.
     fn remove(&mut self, id: &str) -> bool {
-        let Some((topic, at)) = self.by_id.remove(id) else {
+        let Some((on, at)) = self.by_id.remove(id) else {
             return false;
         };
-        if let Some(topic) = topic {
-            let key = message_key(id, &topic);
+        if matches!(on, WaitsOn::Done(_)) {
+            self.on_done -= 1;
+        }
+        if let Some(key) = wake_key(id, &on) {
             if let Some(ids) = self.by_key.get_mut(&key) {
                 ids.retain(|other| other != id);
                 if ids.is_empty() {
@@ -108,9 +124,12 @@ pub(crate) struct ParkedWork {
     pub woken: Vec<String>,
     /// When the next one is due, if any is parked with a later wake-up.
     pub next: Option<Instant>,
-    /// When a probe is due: every parked workflow, with the topic of its `recv` (its row may
-    /// have changed unnoticed: a message, a cancel).
-    pub probe: Vec<(String, Option<String>)>,
+    /// When a probe is due: every parked workflow (or, for the poll of ends, those that wait
+    /// for one), with what it waits on (its row may have changed unnoticed: a message, a
+    /// cancel, an end).
+    pub probe: Vec<(String, WaitsOn)>,
+    /// Some parked workflow waits for another's end.
+    pub on_done: bool,
 }
 
 impl Default for Notifier {
@@ -253,10 +272,10 @@ impl Notifier {
         self.parked_changed.notify_one();
     }
 
-    /// Parks workflow `id`, unloaded from memory: a message on `topic` (for a `recv`), or
-    /// the time `at`, brings it back through [`Notifier::take_parked`]. Parked workflows count
-    /// as waiters (the SQLite watcher runs for them). `false` once the notifier is closed.
-    pub(crate) fn park(&self, id: &str, topic: Option<&str>, at: Instant) -> bool {
+    /// Parks workflow `id`, unloaded from memory: what it waits on (see [`WaitsOn`]), or the
+    /// time `at`, brings it back through [`Notifier::take_parked`]. Parked workflows count as
+    /// waiters (the SQLite watcher runs for them). `false` once the notifier is closed.
+    pub(crate) fn park(&self, id: &str, on: WaitsOn, at: Instant) -> bool {
         let mut keys = self.keys();
         if self.check_open().is_err() {
             return false;
@@ -265,17 +284,14 @@ impl Notifier {
         if parked.remove(id) {
             self.waiting.send_modify(|n| *n = n.saturating_sub(1));
         }
-        if let Some(topic) = topic {
-            parked
-                .by_key
-                .entry(message_key(id, topic))
-                .or_default()
-                .push(id.to_owned());
+        if let Some(key) = wake_key(id, &on) {
+            parked.by_key.entry(key).or_default().push(id.to_owned());
+        }
+        if matches!(on, WaitsOn::Done(_)) {
+            parked.on_done += 1;
         }
         parked.timers.insert((at, id.to_owned()));
-        parked
-            .by_id
-            .insert(id.to_owned(), (topic.map(str::to_owned), at));
+        parked.by_id.insert(id.to_owned(), (on, at));
         // Counted under the lock: a wake-up that removes it right after uncounts it.
         self.waiting.send_modify(|n| *n += 1);
         drop(keys);
@@ -315,8 +331,9 @@ impl Notifier {
     }
 
     /// Takes the parked workflows to load again (woken, or due by `now`), the next wake-up
-    /// time, and, when a probe was asked for (or `probe`), every parked `recv`.
-    pub(crate) fn take_parked(&self, now: Instant, probe: bool) -> ParkedWork {
+    /// time, and, when a probe was asked for (or `probe`), every parked workflow; else, with
+    /// `poll_done`, those that wait for another's end.
+    pub(crate) fn take_parked(&self, now: Instant, probe: bool, poll_done: bool) -> ParkedWork {
         let mut keys = self.keys();
         let parked = &mut keys.parked;
         let mut woken = std::mem::take(&mut parked.woken);
@@ -329,11 +346,12 @@ impl Notifier {
             woken.push(id);
         }
         let probe = std::mem::take(&mut parked.probe) || probe;
-        let probe = if probe {
+        let probe = if probe || (poll_done && parked.on_done > 0) {
             parked
                 .by_id
                 .iter()
-                .map(|(id, (topic, _))| (id.clone(), topic.clone()))
+                .filter(|(_, (on, _))| probe || matches!(on, WaitsOn::Done(_)))
+                .map(|(id, (on, _))| (id.clone(), on.clone()))
                 .collect()
         } else {
             Vec::new()
@@ -342,6 +360,7 @@ impl Notifier {
             woken,
             next: parked.timers.first().map(|(at, _)| *at),
             probe,
+            on_done: parked.on_done > 0,
         }
     }
 
@@ -526,6 +545,15 @@ impl Drop for Waiter<'_> {
         self.notifier
             .waiting
             .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The key whose notification wakes workflow `id` parked on `on`, if any.
+fn wake_key(id: &str, on: &WaitsOn) -> Option<String> {
+    match on {
+        WaitsOn::Time => None,
+        WaitsOn::Message(topic) => Some(message_key(id, topic)),
+        WaitsOn::Done(child) => Some(done_key(child)),
     }
 }
 

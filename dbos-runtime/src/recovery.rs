@@ -2,7 +2,7 @@
 //! the dispatcher claimed resumes from its records.
 
 use crate::error::{Error, Result, WorkflowError};
-use crate::notify::SAFETY_NET;
+use crate::notify::{WaitsOn, SAFETY_NET};
 use crate::queue::INTERNAL_QUEUE;
 use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
@@ -16,6 +16,9 @@ use tokio::time::Instant;
 
 /// How many parked workflows one probe query looks up.
 const PROBE_CHUNK: usize = 500;
+/// How often the rows of the workflows parked workflows wait for are looked at (an end in
+/// another process notifies nobody here; an in-memory handle looks as often).
+const DONE_POLL: Duration = Duration::from_secs(1);
 
 /// Moves this executor's unfinished workflows (of this version) to the queue.
 pub(crate) async fn recover_pending(rt: &Runtime) -> Result<u64> {
@@ -118,10 +121,15 @@ pub(crate) async fn reload_parked(rt: Runtime) {
     ));
     let probing = Arc::new(AtomicBool::new(false));
     let mut last_probe = Instant::now();
+    let mut last_poll = Instant::now();
     while !rt.is_stopping() {
         let now = Instant::now();
         let probe_due = now >= last_probe + SAFETY_NET;
-        let work = rt.notifier().take_parked(now, probe_due);
+        let poll_due = now >= last_poll + DONE_POLL;
+        if poll_due {
+            last_poll = now;
+        }
+        let work = rt.notifier().take_parked(now, probe_due, poll_due);
         for id in work.woken {
             reload(&rt, &loads, id);
         }
@@ -138,9 +146,12 @@ pub(crate) async fn reload_parked(rt: Runtime) {
         } else if probe_due {
             last_probe = now;
         }
-        let next = work
+        let mut next = work
             .next
             .map_or(last_probe + SAFETY_NET, |n| n.min(last_probe + SAFETY_NET));
+        if work.on_done {
+            next = next.min(last_poll + DONE_POLL);
+        }
         let wait = async {
             tokio::select! {
                 () = rt.notifier().parked_changed() => {}
@@ -153,9 +164,9 @@ pub(crate) async fn reload_parked(rt: Runtime) {
     }
 }
 
-/// Looks at the rows of the parked workflows in `parked` (ID, and the topic of a `recv`):
-/// forgets those cancelled, wakes the `recv`s whose message is there.
-async fn probe(rt: &Runtime, parked: Vec<(String, Option<String>)>) {
+/// Looks at the rows of the parked workflows in `parked` (ID, and what each waits on): forgets
+/// those cancelled, wakes the `recv`s whose message is there and those whose child has ended.
+async fn probe(rt: &Runtime, parked: Vec<(String, WaitsOn)>) {
     for chunk in parked.chunks(PROBE_CHUNK) {
         let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
         match rt.db().cancelled_among(&ids).await {
@@ -166,11 +177,31 @@ async fn probe(rt: &Runtime, parked: Vec<(String, Option<String>)>) {
         }
         let recvs: Vec<(String, String)> = chunk
             .iter()
-            .filter_map(|(id, topic)| Some((id.clone(), topic.clone()?)))
+            .filter_map(|(id, on)| match on {
+                WaitsOn::Message(topic) => Some((id.clone(), topic.clone())),
+                _ => None,
+            })
             .collect();
         match rt.db().messages_waiting(&recvs).await {
             Ok(found) => found.iter().for_each(|id| rt.notifier().wake_parked(id)),
             Err(e) => tracing::debug!("looking for the messages of parked workflows: {e}"),
+        }
+        let children: Vec<String> = chunk
+            .iter()
+            .filter_map(|(_, on)| match on {
+                WaitsOn::Done(child) => Some(child.clone()),
+                _ => None,
+            })
+            .collect();
+        if children.is_empty() {
+            continue;
+        }
+        match rt.db().finished_among(&children).await {
+            Ok(ended) => chunk
+                .iter()
+                .filter(|(_, on)| matches!(on, WaitsOn::Done(c) if ended.contains(c)))
+                .for_each(|(id, _)| rt.notifier().wake_parked(id)),
+            Err(e) => tracing::debug!("looking for the ends parked workflows wait for: {e}"),
         }
     }
 }
@@ -195,7 +226,7 @@ fn reload(rt: &Runtime, loads: &Arc<Semaphore>, id: String) {
             tracing::warn!(workflow_id = %id, "loading a parked workflow again failed: {e}; retrying in about 1 s");
             let jitter = Duration::from_millis(fastrand::u64(0..500));
             let at = Instant::now() + Duration::from_secs(1) + jitter;
-            rt.notifier().park(&id, None, at);
+            rt.notifier().park(&id, WaitsOn::Time, at);
         }
     });
 }

@@ -4,6 +4,7 @@
 use crate::context::Wakeup;
 use crate::context::{self, Position};
 use crate::error::Result;
+use crate::notify::WaitsOn;
 use crate::operation::{self, Begun, Site, Stamp, SLEEP};
 use crate::unload;
 use std::time::Duration;
@@ -42,7 +43,7 @@ async fn sleep_here(d: Duration) -> Result<()> {
             // way.
             let unload_at = std::sync::Mutex::new(unload::unload_at(&rt, &ctx, Some(wake)));
             let wakeup = || Wakeup {
-                topic: None,
+                on: WaitsOn::Time,
                 at: wake,
             };
             // The sleep counts as under way (a recv beside it must not unload the workflow).

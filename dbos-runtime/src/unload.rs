@@ -69,18 +69,18 @@ fn retry_at(rt: &Runtime) -> Option<Instant> {
 
 /// Parks workflow `id`, whose execution just ended unloaded, until `wakeup` (or its own
 /// deadline, `deadline_ms`, where its timeout cancels it). Once parked it looks at its row: a
-/// message that came while the execution was ending woke nobody, and a cancel in that moment
-/// found nothing to stop.
+/// message (or a child's end) that came while the execution was ending woke nobody, and a
+/// cancel in that moment found nothing to stop.
 pub(crate) async fn park(rt: &Runtime, id: &str, wakeup: Wakeup, deadline_ms: Option<i64>) {
     let at = match deadline_ms {
         Some(ms) => wakeup.at.min(crate::operation::instant_at(ms)),
         None => wakeup.at,
     };
-    if !rt.notifier().park(id, wakeup.topic.as_deref(), at) {
+    if !rt.notifier().park(id, wakeup.on.clone(), at) {
         return;
     }
     tracing::debug!(workflow_id = %id, "workflow unloaded while it waits");
-    match rt.db().parked_state(id, wakeup.topic.as_deref()).await {
+    match rt.db().parked_state(id, &wakeup.on).await {
         Ok((true, false)) => {}
         // Finished or cancelled meanwhile: nothing to load again.
         Ok((false, _)) => {

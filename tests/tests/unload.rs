@@ -292,3 +292,49 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+#[workflow]
+async fn child_waits(key: String) -> Result<u32, Error> {
+    count_run(format!("{key}/child")).await?;
+    Ok(DBOS::recv::<u32>("go", Duration::from_secs(60)).await?.unwrap_or(0))
+}
+
+#[workflow]
+async fn parent_awaits(key: String) -> Result<u32, Error> {
+    count_run(format!("{key}/parent")).await?;
+    let child = DBOS::start_workflow(child_waits(key).with_id("child")).await?;
+    Ok(child.get_result().await? + 1)
+}
+
+#[workflow]
+async fn awaits_elsewhere(id: String) -> Result<u32, Error> {
+    let other = DBOS::retrieve_workflow::<u32, Error>(&id).await?;
+    Ok(other.get_result().await? + 1)
+}
+
+both_backends! {
+    async fn a_parent_waiting_for_its_child_leaves_memory_and_the_child_s_end_brings_it_back(db: TestDb) {
+        let key = format!("{:?}-parent", db.backend);
+        let rt = launch(&db).await;
+        let h = rt.start_workflow(parent_awaits(key.clone()).with_id("parent")).await.expect("start");
+        unloaded(&rt, 2, "the child in recv and the parent in get_result are unloaded").await;
+        rt.send("child", &41_u32, Some("go")).await.expect("send");
+        assert_eq!(within("the parent", h.get_result()).await.expect("result"), 42);
+        assert_eq!(probe::count(&format!("{key}/parent")), 1, "the parent's step ran once");
+        assert_eq!(probe::count(&format!("{key}/child")), 1, "the child's step ran once");
+
+        // A workflow that ends in another process notifies nobody here: the parked parent
+        // looks at its row every second.
+        let sender = launch_sender(&db).await;
+        let key2 = format!("{key}-remote");
+        sender.start_workflow(child_waits(key2).with_id("remote")).await.expect("start remote");
+        let h = rt.start_workflow(awaits_elsewhere("remote".into()).with_id("waits-remote")).await.expect("start");
+        unloaded(&rt, 1, "the workflow waiting for another process's is unloaded").await;
+        let t = Instant::now();
+        sender.send("remote", &9_u32, Some("go")).await.expect("send to remote");
+        assert_eq!(within("waits-remote", h.get_result()).await.expect("result"), 10);
+        println!("{:?}: a parked parent saw another process's workflow end after {:?}", db.backend, t.elapsed());
+        sender.shutdown().await;
+        rt.shutdown().await;
+    }
+}

@@ -4,6 +4,10 @@
 use super::backend::{in_write_tx, on_reader, on_writer};
 use super::rows::claimed_row;
 use super::Claimed;
+use crate::notify::WaitsOn;
+
+/// The statuses of a workflow that has ended, as SQL.
+const TERMINAL: &str = "'SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'";
 use super::{now_ms, postgres, Backend, SysDb};
 use crate::error::{Error, Result};
 use sqlx::Row;
@@ -667,19 +671,37 @@ impl SysDb {
             .collect())
     }
 
-    /// Whether workflow `id` is `PENDING`, and whether a message waits for it on `topic`: what a
-    /// workflow just parked needs to know (see `unload.rs`).
-    pub(crate) async fn parked_state(&self, id: &str, topic: Option<&str>) -> Result<(bool, bool)> {
+    /// Whether workflow `id` is `PENDING`, and whether what it waits on is there (a message on
+    /// its topic, the end of the workflow it waits for): what a workflow just parked needs to
+    /// know (see `unload.rs`).
+    pub(crate) async fn parked_state(&self, id: &str, on: &WaitsOn) -> Result<(bool, bool)> {
         let p = self.sys.prefix(&self.schema);
+        let (ready, arg) = match on {
+            WaitsOn::Time => ("FALSE".to_owned(), None),
+            WaitsOn::Message(topic) => (
+                format!(
+                    "EXISTS (SELECT 1 FROM {p}notifications WHERE destination_uuid = $1 \
+                     AND topic = $2 AND NOT consumed)"
+                ),
+                Some(topic.as_str()),
+            ),
+            WaitsOn::Done(child) => (
+                format!(
+                    "EXISTS (SELECT 1 FROM {p}workflow_status c WHERE c.workflow_uuid = $2 \
+                     AND c.status IN ({TERMINAL}))"
+                ),
+                Some(child.as_str()),
+            ),
+        };
         let sql = format!(
-            "SELECT status = 'PENDING', EXISTS (SELECT 1 FROM {p}notifications \
-             WHERE destination_uuid = $1 AND topic = $2 AND NOT consumed) \
-             FROM {p}workflow_status WHERE workflow_uuid = $1"
+            "SELECT status = 'PENDING', {ready} FROM {p}workflow_status WHERE workflow_uuid = $1"
         );
         on_reader!(&self.sys, |p| {
-            let row = sqlx::query(&sql)
-                .bind(id)
-                .bind(topic)
+            let mut q = sqlx::query(&sql).bind(id);
+            if let Some(arg) = arg {
+                q = q.bind(arg);
+            }
+            let row = q
                 .fetch_optional(&mut *p)
                 .await
                 .map_err(Error::db("reading a parked workflow"))?;
@@ -692,6 +714,34 @@ impl SysDb {
                 )),
                 None => Ok((false, false)),
             }
+        })
+    }
+
+    /// Which of `ids` have ended (any terminal status).
+    pub(crate) async fn finished_among(&self, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.sys.prefix(&self.schema);
+        let mut args = Vec::new();
+        let marks: Vec<String> = ids
+            .iter()
+            .map(|id| push(&mut args, Arg::Text(id.clone())))
+            .collect();
+        let sql = format!(
+            "SELECT workflow_uuid FROM {p}workflow_status WHERE status IN ({TERMINAL}) \
+             AND workflow_uuid IN ({})",
+            marks.join(", ")
+        );
+        on_reader!(&self.sys, |p| {
+            let rows = bind_all(sqlx::query(&sql), &args)
+                .fetch_all(&mut *p)
+                .await
+                .map_err(Error::db("checking for finished workflows"))?;
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<std::result::Result<Vec<String>, _>>()
+                .map_err(Error::db("checking for finished workflows"))
         })
     }
 

@@ -2,12 +2,14 @@
 
 use super::Local;
 use crate::context;
+use crate::context::Wakeup;
 use crate::error::{Error, PortableError, Result, WorkflowError};
-use crate::notify::done_key;
+use crate::notify::{done_key, WaitsOn};
 use crate::operation::{self, Begun, Site};
 use crate::runtime::Runtime;
 use crate::serialization::{self, Format, PORTABLE_JSON};
 use crate::sysdb::{StepRow, WorkflowRow};
+use crate::unload;
 use serde::{de::DeserializeOwned, Serialize};
 use std::any::Any;
 use std::marker::PhantomData;
@@ -85,7 +87,24 @@ where
                 Site::InStep(..) | Site::Outside(_) => None,
             };
             let (outcome, typed, format) = match &op {
-                Some(op) => op.wait(self.wait()).await.map_err(E::from)?,
+                Some(op) => {
+                    // A long wait unloads the parent (see `unload.rs`); the child's end loads
+                    // it again.
+                    let rt = op.rt();
+                    let unload_at = std::sync::Mutex::new(unload::unload_at(rt, op.ctx(), None));
+                    let wakeup = || Wakeup {
+                        on: WaitsOn::Done(self.id.clone()),
+                        at: operation::after(tokio::time::Instant::now(), Duration::MAX),
+                    };
+                    let long = Box::pin(unload::after_waiting(rt, op.ctx(), &unload_at, wakeup, 1));
+                    let waited = op.wait(async {
+                        tokio::select! {
+                            waited = self.wait() => waited,
+                            never = long => match never {},
+                        }
+                    });
+                    waited.await.map_err(E::from)?
+                }
                 None => self.wait().await,
             }
             .map_err(E::from)?;
