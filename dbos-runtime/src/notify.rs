@@ -130,6 +130,8 @@ pub(crate) struct ParkedWork {
     pub probe: Vec<(String, WaitsOn)>,
     /// Some parked workflow waits for another's end.
     pub on_done: bool,
+    /// `probe` holds every parked workflow (not only those waiting for an end).
+    pub full_probe: bool,
 }
 
 impl Default for Notifier {
@@ -346,7 +348,7 @@ impl Notifier {
             woken.push(id);
         }
         let probe = std::mem::take(&mut parked.probe) || probe;
-        let probe = if probe || (poll_done && parked.on_done > 0) {
+        let list = if probe || (poll_done && parked.on_done > 0) {
             parked
                 .by_id
                 .iter()
@@ -359,7 +361,8 @@ impl Notifier {
         ParkedWork {
             woken,
             next: parked.timers.first().map(|(at, _)| *at),
-            probe,
+            full_probe: probe && !list.is_empty(),
+            probe: list,
             on_done: parked.on_done > 0,
         }
     }

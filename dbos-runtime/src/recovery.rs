@@ -8,7 +8,6 @@ use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
 use crate::sysdb::{Claimed, Outcome};
 use crate::workflow::{spawn_execution, Resumed};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -119,7 +118,6 @@ pub(crate) async fn reload_parked(rt: Runtime) {
     let loads = Arc::new(Semaphore::new(
         (rt.config().max_connections / 2).max(1) as usize
     ));
-    let probing = Arc::new(AtomicBool::new(false));
     let mut last_probe = Instant::now();
     let mut last_poll = Instant::now();
     while !rt.is_stopping() {
@@ -133,18 +131,14 @@ pub(crate) async fn reload_parked(rt: Runtime) {
         for id in work.woken {
             reload(&rt, &loads, id);
         }
+        if work.full_probe || probe_due {
+            last_probe = now;
+        }
         if !work.probe.is_empty() {
-            last_probe = now;
-            // In a task of its own: the keeper goes on taking wake-ups meanwhile.
-            if !probing.swap(true, Ordering::SeqCst) {
-                let (rt2, probing) = (rt.clone(), probing.clone());
-                rt.spawn(async move {
-                    probe(&rt2, work.probe).await;
-                    probing.store(false, Ordering::SeqCst);
-                });
-            }
-        } else if probe_due {
-            last_probe = now;
+            // In a task of its own: the keeper goes on taking wake-ups meanwhile. (Probes come
+            // at most about twice a second, and a probe that overlaps another is harmless.)
+            let rt2 = rt.clone();
+            rt.spawn(async move { probe(&rt2, work.probe).await });
         }
         let mut next = work
             .next

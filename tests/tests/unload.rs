@@ -296,7 +296,9 @@ both_backends! {
 #[workflow]
 async fn child_waits(key: String) -> Result<u32, Error> {
     count_run(format!("{key}/child")).await?;
-    Ok(DBOS::recv::<u32>("go", Duration::from_secs(60)).await?.unwrap_or(0))
+    Ok(DBOS::recv::<u32>("go", Duration::from_secs(60))
+        .await?
+        .unwrap_or(0))
 }
 
 #[workflow]
