@@ -81,10 +81,10 @@ pub struct DbosConfig {
     /// version, and patches let in-flight workflows keep their old path (DBOS's
     /// `enable_patching`). Default: off.
     pub enable_patching: bool,
-    /// A workflow whose `recv` or `DBOS::sleep` has waited this long leaves memory: its
-    /// execution drops the body and ends without an outcome (the row stays `PENDING`), and the
-    /// workflow is loaded again, replaying its records, when its message comes or its wait
-    /// ends. It then holds a few hundred bytes instead of its whole future (about 5 KiB), so
+    /// A workflow whose `recv`, `DBOS::sleep` or child's `get_result` has waited this long
+    /// leaves memory: its execution drops the body and ends without an outcome (the row stays
+    /// `PENDING`), and the workflow is loaded again, replaying its records, when its message
+    /// comes, the child ends or its wait ends. It then holds a few hundred bytes instead of its whole future (about 5 KiB), so
     /// a process can keep millions of workflows waiting for days. Default: 60 s; `None` keeps
     /// every waiting workflow in memory. A wait inside a `DBOS::join` or `DBOS::select` never
     /// unloads. Loading again costs a read of the row and of its records, so waits shorter

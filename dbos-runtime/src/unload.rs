@@ -1,11 +1,12 @@
-//! Unloading: a workflow that has waited long in `recv` or `DBOS::sleep` leaves memory, and is
-//! loaded again by replaying its records when its message comes or its wake-up time passes.
+//! Unloading: a workflow that has waited long in `recv`, `DBOS::sleep` or a child's `get_result`
+//! leaves memory, and is loaded again by replaying its records when its message comes, the
+//! child ends or its wake-up time passes.
 //!
 //! A waiting workflow in memory holds its whole body's future, its task and its context
 //! (about 5 KiB). Once a wait has lasted [`DbosConfig::unload_waiting_after`], the wait asks
 //! its execution to drop the body ([`request`]); the execution ends without an outcome (the
-//! row stays `PENDING`, under this executor) and the notifier parks the workflow: its ID, the
-//! topic it waits on and its wake-up time. `recovery::reload_parked` loads it again when one of
+//! row stays `PENDING`, under this executor) and the notifier parks the workflow: its ID, what
+//! it waits on (a topic, a child) and its wake-up time. `recovery::reload_parked` loads it again when one of
 //! them comes: it reads the row, and resumes it from its records as recovery would. The wait's
 //! deadline is recorded before the wait begins, so the replayed wait ends when the first one
 //! would have; a message that came meanwhile is taken by the replayed `recv`.
