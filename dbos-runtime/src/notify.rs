@@ -84,9 +84,9 @@ struct Parked {
     /// The keys that wake parked workflows (`m:<workflow>::<topic>` for a `recv`,
     /// `d:<child>` for a child's result), to their workflows (keys can collide: see [`Value`]).
     by_key: HashMap<String, Vec<String>>,
-    /// How many wait for a workflow's end: the keeper looks at their rows every second (an
-    /// end in another process notifies nobody here).
-    on_done: usize,
+    /// Those that wait for another workflow's end, to that workflow: the keeper looks at their
+    /// rows every second (an end in another process notifies nobody here).
+    on_done: HashMap<String, String>,
     /// Wake-up times, soonest first.
     timers: std::collections::BTreeSet<(Instant, String)>,
     /// Woken, not yet taken by the keeper.
@@ -102,7 +102,7 @@ impl Parked {
             return false;
         };
         if matches!(on, WaitsOn::Done(_)) {
-            self.on_done -= 1;
+            self.on_done.remove(id);
         }
         if let Some(key) = wake_key(id, &on) {
             if let Some(ids) = self.by_key.get_mut(&key) {
@@ -289,8 +289,8 @@ impl Notifier {
         if let Some(key) = wake_key(id, &on) {
             parked.by_key.entry(key).or_default().push(id.to_owned());
         }
-        if matches!(on, WaitsOn::Done(_)) {
-            parked.on_done += 1;
+        if let WaitsOn::Done(child) = &on {
+            parked.on_done.insert(id.to_owned(), child.clone());
         }
         parked.timers.insert((at, id.to_owned()));
         parked.by_id.insert(id.to_owned(), (on, at));
@@ -334,8 +334,15 @@ impl Notifier {
 
     /// Takes the parked workflows to load again (woken, or due by `now`), the next wake-up
     /// time, and, when a probe was asked for (or `probe`), every parked workflow; else, with
-    /// `poll_done`, those that wait for another's end.
-    pub(crate) fn take_parked(&self, now: Instant, probe: bool, poll_done: bool) -> ParkedWork {
+    /// `poll_done`, those that wait for another's end. With `probes` false (one still runs),
+    /// a probe asked for stays asked for.
+    pub(crate) fn take_parked(
+        &self,
+        now: Instant,
+        probe: bool,
+        poll_done: bool,
+        probes: bool,
+    ) -> ParkedWork {
         let mut keys = self.keys();
         let parked = &mut keys.parked;
         let mut woken = std::mem::take(&mut parked.woken);
@@ -347,13 +354,18 @@ impl Notifier {
             self.waiting.send_modify(|n| *n = n.saturating_sub(1));
             woken.push(id);
         }
-        let probe = std::mem::take(&mut parked.probe) || probe;
-        let list = if probe || (poll_done && parked.on_done > 0) {
+        let probe = probes && (std::mem::take(&mut parked.probe) || probe);
+        let list = if probe {
             parked
                 .by_id
                 .iter()
-                .filter(|(_, (on, _))| probe || matches!(on, WaitsOn::Done(_)))
                 .map(|(id, (on, _))| (id.clone(), on.clone()))
+                .collect()
+        } else if probes && poll_done {
+            parked
+                .on_done
+                .iter()
+                .map(|(id, child)| (id.clone(), WaitsOn::Done(child.clone())))
                 .collect()
         } else {
             Vec::new()
@@ -363,8 +375,13 @@ impl Notifier {
             next: parked.timers.first().map(|(at, _)| *at),
             full_probe: probe && !list.is_empty(),
             probe: list,
-            on_done: parked.on_done > 0,
+            on_done: !parked.on_done.is_empty(),
         }
+    }
+
+    /// Wakes the keeper of parked workflows (a probe ended: one asked for meanwhile may run).
+    pub(crate) fn nudge_parked(&self) {
+        self.parked_changed.notify_one();
     }
 
     /// Resolves when the parked workflows changed (see [`Notifier::take_parked`]).

@@ -8,6 +8,7 @@ use crate::runtime::Runtime;
 use crate::serialization::{self, Inputs};
 use crate::sysdb::{Claimed, Outcome};
 use crate::workflow::{spawn_execution, Resumed};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -118,16 +119,19 @@ pub(crate) async fn reload_parked(rt: Runtime) {
     let loads = Arc::new(Semaphore::new(
         (rt.config().max_connections / 2).max(1) as usize
     ));
+    // One probe at a time: one over many parked workflows may take longer than a second.
+    let probing = Arc::new(AtomicBool::new(false));
     let mut last_probe = Instant::now();
     let mut last_poll = Instant::now();
     while !rt.is_stopping() {
         let now = Instant::now();
-        let probe_due = now >= last_probe + SAFETY_NET;
-        let poll_due = now >= last_poll + DONE_POLL;
+        let free = !probing.load(Ordering::SeqCst);
+        let probe_due = free && now >= last_probe + SAFETY_NET;
+        let poll_due = free && now >= last_poll + DONE_POLL;
         if poll_due {
             last_poll = now;
         }
-        let work = rt.notifier().take_parked(now, probe_due, poll_due);
+        let work = rt.notifier().take_parked(now, probe_due, poll_due, free);
         for id in work.woken {
             reload(&rt, &loads, id);
         }
@@ -135,10 +139,15 @@ pub(crate) async fn reload_parked(rt: Runtime) {
             last_probe = now;
         }
         if !work.probe.is_empty() {
-            // In a task of its own: the keeper goes on taking wake-ups meanwhile. (Probes come
-            // at most about twice a second, and a probe that overlaps another is harmless.)
-            let rt2 = rt.clone();
-            rt.spawn(async move { probe(&rt2, work.probe).await });
+            // In a task of its own: the keeper goes on taking wake-ups meanwhile.
+            probing.store(true, Ordering::SeqCst);
+            let (rt2, probing) = (rt.clone(), probing.clone());
+            let full = work.full_probe;
+            rt.spawn(async move {
+                probe(&rt2, work.probe, full).await;
+                probing.store(false, Ordering::SeqCst);
+                rt2.notifier().nudge_parked();
+            });
         }
         let mut next = work
             .next
@@ -158,16 +167,20 @@ pub(crate) async fn reload_parked(rt: Runtime) {
     }
 }
 
-/// Looks at the rows of the parked workflows in `parked` (ID, and what each waits on): forgets
-/// those cancelled, wakes the `recv`s whose message is there and those whose child has ended.
-async fn probe(rt: &Runtime, parked: Vec<(String, WaitsOn)>) {
+/// Looks at the rows of the parked workflows in `parked` (ID, and what each waits on): wakes the
+/// `recv`s whose message is there and those whose child has ended; a `full` probe also forgets
+/// those cancelled. A child that runs or is parked here announces its end itself: its row is
+/// not read.
+async fn probe(rt: &Runtime, parked: Vec<(String, WaitsOn)>, full: bool) {
     for chunk in parked.chunks(PROBE_CHUNK) {
-        let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
-        match rt.db().cancelled_among(&ids).await {
-            Ok(cancelled) => cancelled.iter().for_each(|id| {
-                rt.notifier().unpark(id);
-            }),
-            Err(e) => tracing::debug!("looking for cancelled parked workflows: {e}"),
+        if full {
+            let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            match rt.db().cancelled_among(&ids).await {
+                Ok(cancelled) => cancelled.iter().for_each(|id| {
+                    rt.notifier().unpark(id);
+                }),
+                Err(e) => tracing::debug!("looking for cancelled parked workflows: {e}"),
+            }
         }
         let recvs: Vec<(String, String)> = chunk
             .iter()
@@ -180,13 +193,17 @@ async fn probe(rt: &Runtime, parked: Vec<(String, WaitsOn)>) {
             Ok(found) => found.iter().for_each(|id| rt.notifier().wake_parked(id)),
             Err(e) => tracing::debug!("looking for the messages of parked workflows: {e}"),
         }
-        let children: Vec<String> = chunk
+        let mut children: Vec<String> = chunk
             .iter()
             .filter_map(|(_, on)| match on {
-                WaitsOn::Done(child) => Some(child.clone()),
+                WaitsOn::Done(child) if !rt.runs(child) && !rt.notifier().is_parked(child) => {
+                    Some(child.clone())
+                }
                 _ => None,
             })
             .collect();
+        children.sort_unstable();
+        children.dedup();
         if children.is_empty() {
             continue;
         }

@@ -340,3 +340,22 @@ both_backends! {
         rt.shutdown().await;
     }
 }
+
+#[workflow]
+async fn awaits_itself() -> Result<String, Error> {
+    let me = DBOS::retrieve_workflow::<String, Error>(&DBOS::workflow_id()?).await?;
+    match me.get_result().await {
+        Err(e) => Ok(e.kind().to_owned()),
+        Ok(v) => Ok(format!("returned {v}")),
+    }
+}
+
+both_backends! {
+    async fn a_workflow_awaiting_its_own_result_is_refused(db: TestDb) {
+        // It would wait for itself forever (and, unloaded, be polled forever).
+        let rt = launch(&db).await;
+        let h = rt.start_workflow(awaits_itself().with_id("self")).await.expect("start");
+        assert_eq!(within("self", h.get_result()).await.expect("result"), "BadInputs");
+        rt.shutdown().await;
+    }
+}

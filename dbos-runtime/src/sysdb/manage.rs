@@ -4,13 +4,13 @@
 use super::backend::{in_write_tx, on_reader, on_writer};
 use super::rows::claimed_row;
 use super::Claimed;
+use super::{now_ms, postgres, Backend, SysDb};
+use crate::error::{Error, Result};
 use crate::notify::WaitsOn;
+use sqlx::Row;
 
 /// The statuses of a workflow that has ended, as SQL.
 const TERMINAL: &str = "'SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'";
-use super::{now_ms, postgres, Backend, SysDb};
-use crate::error::{Error, Result};
-use sqlx::Row;
 
 /// Every status a workflow row can hold (SYSDB.md rule 5).
 pub(crate) const STATUSES: [&str; 7] = [

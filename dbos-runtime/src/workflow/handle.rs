@@ -86,6 +86,15 @@ where
                 Site::Workflow(Begun::Run(op)) => Some(op),
                 Site::InStep(..) | Site::Outside(_) => None,
             };
+            if let Some(op) = &op {
+                if op.workflow_id() == self.id {
+                    // It would wait for itself forever.
+                    return Err(E::from(Error::BadInputs(format!(
+                        "workflow {} awaits its own result",
+                        self.id
+                    ))));
+                }
+            }
             let (outcome, typed, format) = match &op {
                 Some(op) => {
                     // A long wait unloads the parent (see `unload.rs`); the child's end loads
