@@ -596,6 +596,23 @@ impl SysDb {
     /// Which of `ids` are CANCELLED (a check after a change feed reported writes it could not
     /// name: another process on the SQLite file, or a lost `LISTEN` connection).
     pub(crate) async fn cancelled_among(&self, ids: &[String]) -> Result<Vec<String>> {
+        self.ids_with_status(ids, "'CANCELLED'", "checking for cancelled workflows")
+            .await
+    }
+
+    /// Which of `ids` have ended (any terminal status).
+    pub(crate) async fn finished_among(&self, ids: &[String]) -> Result<Vec<String>> {
+        self.ids_with_status(ids, TERMINAL, "checking for finished workflows")
+            .await
+    }
+
+    /// Which of `ids` have one of `statuses` (quoted SQL literals, comma-separated).
+    async fn ids_with_status(
+        &self,
+        ids: &[String],
+        statuses: &str,
+        doing: &'static str,
+    ) -> Result<Vec<String>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -606,7 +623,7 @@ impl SysDb {
             .map(|id| push(&mut args, Arg::Text(id.clone())))
             .collect();
         let sql = format!(
-            "SELECT workflow_uuid FROM {p}workflow_status WHERE status = 'CANCELLED' \
+            "SELECT workflow_uuid FROM {p}workflow_status WHERE status IN ({statuses}) \
              AND workflow_uuid IN ({})",
             marks.join(", ")
         );
@@ -614,11 +631,11 @@ impl SysDb {
             let rows = bind_all(sqlx::query(&sql), &args)
                 .fetch_all(&mut *p)
                 .await
-                .map_err(Error::db("checking for cancelled workflows"))?;
+                .map_err(Error::db(doing))?;
             rows.iter()
                 .map(|r| r.try_get::<String, _>(0))
                 .collect::<std::result::Result<Vec<String>, _>>()
-                .map_err(Error::db("checking for cancelled workflows"))
+                .map_err(Error::db(doing))
         })
     }
 
@@ -714,34 +731,6 @@ impl SysDb {
                 )),
                 None => Ok((false, false)),
             }
-        })
-    }
-
-    /// Which of `ids` have ended (any terminal status).
-    pub(crate) async fn finished_among(&self, ids: &[String]) -> Result<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let p = self.sys.prefix(&self.schema);
-        let mut args = Vec::new();
-        let marks: Vec<String> = ids
-            .iter()
-            .map(|id| push(&mut args, Arg::Text(id.clone())))
-            .collect();
-        let sql = format!(
-            "SELECT workflow_uuid FROM {p}workflow_status WHERE status IN ({TERMINAL}) \
-             AND workflow_uuid IN ({})",
-            marks.join(", ")
-        );
-        on_reader!(&self.sys, |p| {
-            let rows = bind_all(sqlx::query(&sql), &args)
-                .fetch_all(&mut *p)
-                .await
-                .map_err(Error::db("checking for finished workflows"))?;
-            rows.iter()
-                .map(|r| r.try_get::<String, _>(0))
-                .collect::<std::result::Result<Vec<String>, _>>()
-                .map_err(Error::db("checking for finished workflows"))
         })
     }
 
